@@ -1,0 +1,132 @@
+"""A meta-batch of supervised tasks as tensors with a leading task dimension.
+
+Every sampler in metagrad (sinusoid, Omniglot, image folders) yields a :class:`TaskBatch`, and
+every algorithm consumes one. Keeping the task dimension explicit is what lets the vectorised
+path run all tasks of a meta-batch at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: a support set to adapt on and a query set to evaluate on (no task dimension)."""
+
+    support_x: Tensor  # [n_support, ...]
+    support_y: Tensor  # [n_support, ...]
+    query_x: Tensor  # [n_query, ...]
+    query_y: Tensor  # [n_query, ...]
+
+
+@dataclass(frozen=True)
+class TaskBatch:
+    """A meta-batch of tasks that share shapes.
+
+    Attributes:
+        support_x: ``[tasks, n_support, ...]`` inputs to adapt on (e.g. ``ways * shots`` images).
+        support_y: ``[tasks, n_support, ...]`` targets of the support inputs.
+        query_x: ``[tasks, n_query, ...]`` inputs the adapted model is evaluated on.
+        query_y: ``[tasks, n_query, ...]`` targets of the query inputs.
+
+    The constructor checks the shapes and dtypes and raises ``ValueError`` naming the problem.
+    """
+
+    support_x: Tensor
+    support_y: Tensor
+    query_x: Tensor
+    query_y: Tensor
+
+    def __post_init__(self) -> None:
+        validate_task_batch(self)
+
+    @property
+    def num_tasks(self) -> int:
+        """Number of tasks (the size of the leading dimension)."""
+        return self.support_x.shape[0]
+
+    def __len__(self) -> int:
+        return self.num_tasks
+
+    def task(self, index: int) -> Task:
+        """The ``index``-th task, without the task dimension."""
+        return Task(*(getattr(self, f.name)[index] for f in fields(self)))
+
+    def __iter__(self) -> Iterator[Task]:
+        return (self.task(i) for i in range(self.num_tasks))
+
+    def chunks(self, size: int) -> Iterator[TaskBatch]:
+        """Split into consecutive meta-batches of at most ``size`` tasks (views, no copies)."""
+        if size < 1:
+            raise ValueError(f"chunk size must be >= 1, got {size}")
+        for start in range(0, self.num_tasks, size):
+            yield TaskBatch(
+                *(getattr(self, f.name)[start : start + size] for f in fields(self))
+            )
+
+    def to(self, *args, **kwargs) -> TaskBatch:
+        """Move or cast every tensor, as :meth:`torch.Tensor.to` (targets keep integer dtypes)."""
+        moved = []
+        for f in fields(self):
+            t = getattr(self, f.name)
+            if t.is_floating_point():
+                moved.append(t.to(*args, **kwargs))
+            else:  # never cast class labels to float; only move them
+                device = kwargs.get("device") or next(
+                    (a for a in args if isinstance(a, (str, torch.device))), None
+                )
+                moved.append(t.to(device) if device is not None else t)
+        return TaskBatch(*moved)
+
+    @classmethod
+    def stack(cls, tasks: list[Task]) -> TaskBatch:
+        """Stack single tasks of equal shapes into a meta-batch."""
+        if not tasks:
+            raise ValueError("cannot stack an empty list of tasks: give at least one Task")
+        return cls(*(torch.stack([getattr(t, f.name) for t in tasks]) for f in fields(Task)))
+
+
+def validate_task_batch(batch: TaskBatch) -> None:
+    """Check the invariants of a :class:`TaskBatch`, raising ``ValueError`` with the fix."""
+    for f in fields(batch):
+        t = getattr(batch, f.name)
+        if not isinstance(t, Tensor):
+            raise ValueError(f"TaskBatch.{f.name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() < 2:
+            raise ValueError(
+                f"TaskBatch.{f.name} has shape {tuple(t.shape)}; expected [tasks, examples, ...]. "
+                "For a single task, add the task dimension with .unsqueeze(0)."
+            )
+    tasks = {f.name: getattr(batch, f.name).shape[0] for f in fields(batch)}
+    if len(set(tasks.values())) != 1:
+        raise ValueError(
+            f"mismatched task dimensions {tasks}: every tensor of a TaskBatch needs the same "
+            "leading number of tasks"
+        )
+    for side in ("support", "query"):
+        x, y = getattr(batch, f"{side}_x"), getattr(batch, f"{side}_y")
+        if x.shape[1] != y.shape[1]:
+            raise ValueError(
+                f"{side}_x has {x.shape[1]} examples per task but {side}_y has {y.shape[1]}; "
+                "inputs and targets must pair up one to one"
+            )
+        if not x.is_floating_point():
+            raise ValueError(
+                f"{side}_x has dtype {x.dtype}; models need floating inputs. Convert with "
+                f"{side}_x.float() (images: scale uint8 to [0, 1] first)"
+            )
+    if batch.support_x.shape[1] == 0:
+        raise ValueError(
+            "the support set is empty (0 examples per task): adaptation needs at least one "
+            "support example per task; check shots >= 1"
+        )
+    if batch.query_x.shape[1] and batch.support_x.shape[2:] != batch.query_x.shape[2:]:
+        raise ValueError(
+            f"support inputs are {tuple(batch.support_x.shape[2:])} but query inputs are "
+            f"{tuple(batch.query_x.shape[2:])}; both sides of a task need the same input shape"
+        )
