@@ -1,1 +1,20 @@
-"""metagrad.algorithms."""
+"""Meta-learning algorithms: pure objectives and their stateful shells."""
+
+from metagrad.algorithms.learner import MAML, MetaLearner, Reptile
+from metagrad.algorithms.maml import InnerLoop, MetaOutput, maml_objective, meta_gradient
+from metagrad.algorithms.reptile import reptile_direction
+from metagrad.algorithms.runner import PATHS, TaskRunner, resolve_path
+
+__all__ = [
+    "MAML",
+    "PATHS",
+    "InnerLoop",
+    "MetaLearner",
+    "MetaOutput",
+    "Reptile",
+    "TaskRunner",
+    "maml_objective",
+    "meta_gradient",
+    "reptile_direction",
+    "resolve_path",
+]

@@ -65,9 +65,7 @@ class TaskBatch:
         if size < 1:
             raise ValueError(f"chunk size must be >= 1, got {size}")
         for start in range(0, self.num_tasks, size):
-            yield TaskBatch(
-                *(getattr(self, f.name)[start : start + size] for f in fields(self))
-            )
+            yield TaskBatch(*(getattr(self, f.name)[start : start + size] for f in fields(self)))
 
     def to(self, *args, **kwargs) -> TaskBatch:
         """Move or cast every tensor, as :meth:`torch.Tensor.to` (targets keep integer dtypes)."""

@@ -1,0 +1,218 @@
+"""The thin stateful shell: meta-learners bound to a model, driven by any ``torch.optim``.
+
+``backward(batch)`` writes the meta-gradient (MAML, FOMAML) or the Reptile direction into the
+model's ``.grad`` (accumulating, like ``loss.backward()``), so a training step is::
+
+    opt.zero_grad(); learner.backward(batch); opt.step()
+
+``adapt`` and ``predict`` serve meta-testing and deployment. Nothing here changes the module
+except ``.grad``; the adapted parameters are returned as a dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metagrad.algorithms.maml import (
+    InnerLoop,
+    Loss,
+    MetaOutput,
+    adapt_task,
+    maml_objective,
+    meta_gradient,
+)
+from metagrad.algorithms.reptile import reptile_direction
+from metagrad.algorithms.runner import TaskRunner, autocast_dtype, check_batch, resolve_path
+from metagrad.functional.optim import LearningRate, make_optimizer
+from metagrad.functional.params import Params, split_state
+from metagrad.tasks.batch import TaskBatch
+
+
+def accumulate_grad(params: Params, grads: Params) -> None:
+    """Add ``grads`` into ``.grad`` of the corresponding parameters."""
+    for k, g in grads.items():
+        p = params[k]
+        p.grad = g.detach().clone() if p.grad is None else p.grad + g.detach()
+
+
+class MetaLearner:
+    """Common shell of the meta-learning algorithms.
+
+    Args:
+        model: any ``nn.Module``; parameters with ``requires_grad=False`` are not adapted.
+        loss: per-task loss ``loss(output, target) -> scalar`` (default cross-entropy).
+        inner_lr: inner learning rate, or one per inner step.
+        inner_steps: inner steps during meta-training.
+        path: ``"auto"``, ``"loop"``, ``"vectorized"`` or ``"vmap"``
+            (see :mod:`metagrad.algorithms.runner`).
+        chunk_size: tasks per backward pass on the vectorised path (bounds memory); the loop
+            path always backpropagates task by task.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: Loss = F.cross_entropy,
+        *,
+        inner_lr: LearningRate | Sequence[LearningRate],
+        inner_steps: int = 1,
+        path: str = "auto",
+        chunk_size: int | None = None,
+    ) -> None:
+        if inner_steps < 1:
+            raise ValueError(f"inner_steps must be >= 1 for meta-training, got {inner_steps}")
+        self.model, self.loss = model, loss
+        self.inner_lr, self.inner_steps = inner_lr, inner_steps
+        self.path, self.chunk_size = path, chunk_size
+        resolve_path(model, path)  # refuse a bad path now, not at the first batch
+
+    @property
+    def runner(self) -> TaskRunner:
+        """The model bound to its current frozen parameters and buffers."""
+        return TaskRunner.create(self.model, self.path)
+
+    @property
+    def params(self) -> Params:
+        """The adaptable parameters (the model's own tensors)."""
+        return split_state(self.model).params
+
+    def inner_loop(self, inner_steps: int | None, inner_lr) -> InnerLoop:
+        return InnerLoop(
+            self.inner_lr if inner_lr is None else inner_lr,
+            self.inner_steps if inner_steps is None else inner_steps,
+        )
+
+    def adapt(
+        self,
+        support_x: Tensor,
+        support_y: Tensor,
+        *,
+        inner_steps: int | None = None,
+        inner_lr: LearningRate | Sequence[LearningRate] | None = None,
+    ) -> Params:
+        """Adapt to one task's support set ``support_x [N, ...]``; returns detached params.
+
+        Steps and learning rate default to the training ones; meta-testing often uses more.
+        """
+        with torch.no_grad():  # no graph to the meta-parameters at test time
+            params = {k: v.detach() for k, v in self.params.items()}
+        inner = self.inner_loop(inner_steps, inner_lr)
+        runner = TaskRunner.create(self.model, "loop")
+        phi = adapt_task(runner, self.loss, params, support_x, support_y, inner)
+        return {k: v.detach() for k, v in phi.items()}
+
+    def predict(self, params: Params, x: Tensor) -> Tensor:
+        """The model's output on ``x [N, ...]`` with the given (adapted) parameters."""
+        with torch.no_grad():
+            return TaskRunner.create(self.model, "loop").forward(params, x)
+
+    def backward(self, batch: TaskBatch) -> MetaOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class MAML(MetaLearner):
+    """Model-Agnostic Meta-Learning; ``first_order=True`` gives FOMAML.
+
+    Example::
+
+        maml = MAML(model, inner_lr=0.4, inner_steps=1)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        opt.zero_grad(); maml.backward(batch); opt.step()
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: Loss = F.cross_entropy,
+        *,
+        inner_lr,
+        inner_steps: int = 1,
+        first_order: bool = False,
+        path: str = "auto",
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__(
+            model,
+            loss,
+            inner_lr=inner_lr,
+            inner_steps=inner_steps,
+            path=path,
+            chunk_size=chunk_size,
+        )
+        self.first_order = first_order
+
+    def inner_loop(self, inner_steps: int | None = None, inner_lr=None) -> InnerLoop:
+        base = super().inner_loop(inner_steps, inner_lr)
+        return InnerLoop(base.inner_lr, base.inner_steps, self.first_order)
+
+    def meta_loss(self, batch: TaskBatch) -> MetaOutput:
+        """The meta-objective with its graph (``out.loss.backward()`` works); no chunking."""
+        runner, params = self.runner, self.params
+        batch = autocast_dtype(check_batch(batch), params)
+        return maml_objective(runner, self.loss, params, batch, self.inner_loop())
+
+    def backward(self, batch: TaskBatch) -> MetaOutput:
+        """Accumulate the meta-gradient of ``batch`` into ``.grad``; returns the query losses."""
+        runner, params = self.runner, self.params
+        batch = autocast_dtype(check_batch(batch), params)
+        inner = self.inner_loop()
+        chunk = self.chunk_size if runner.vectorized else 1
+
+        def objective(b: TaskBatch) -> MetaOutput:
+            return maml_objective(runner, self.loss, params, b, inner)
+
+        grads, out = meta_gradient(objective, params, batch, chunk)
+        accumulate_grad(params, grads)
+        return out
+
+
+class Reptile(MetaLearner):
+    """Reptile: ``.grad = theta - mean(phi)``; step it with ``torch.optim.SGD(lr=epsilon)``.
+
+    Args:
+        inner_optimizer: ``"sgd"`` or ``"adam"`` (the paper's Omniglot runs: Adam, beta1=0).
+        inner_batch_size: support examples per inner step (None: the whole support set).
+        adam_betas: betas of the inner Adam.
+        generator: random source of the mini-batch order (seed it for reproducibility).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: Loss = F.cross_entropy,
+        *,
+        inner_lr,
+        inner_steps: int = 5,
+        inner_optimizer: str = "sgd",
+        inner_batch_size: int | None = None,
+        adam_betas: tuple[float, float] = (0.0, 0.999),
+        path: str = "auto",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(model, loss, inner_lr=inner_lr, inner_steps=inner_steps, path=path)
+        self.optimizer = make_optimizer(inner_optimizer, adam_betas)
+        self.inner_batch_size, self.generator = inner_batch_size, generator
+
+    def inner_loop(self, inner_steps: int | None = None, inner_lr=None) -> InnerLoop:
+        base = super().inner_loop(inner_steps, inner_lr)
+        return InnerLoop(base.inner_lr, base.inner_steps, True, self.optimizer)
+
+    def backward(self, batch: TaskBatch) -> MetaOutput:
+        """Write (accumulate) the Reptile direction of ``batch`` into ``.grad``."""
+        runner, params = self.runner, self.params
+        batch = autocast_dtype(check_batch(batch), params)
+        direction, out = reptile_direction(
+            runner,
+            self.loss,
+            params,
+            batch,
+            self.inner_loop(),
+            self.inner_batch_size,
+            self.generator,
+        )
+        accumulate_grad(params, direction)
+        return out

@@ -1,0 +1,129 @@
+"""Layer kernels that accept an optional leading *task* dimension on weights and inputs.
+
+A weight with one more dimension than usual (``conv: [tasks, out, in, kh, kw]``,
+``linear: [tasks, out, in]``, ``norm: [tasks, C]``) means "one weight per task"; the input then
+carries a matching task dimension (``[tasks, N, ...]``). With ordinary weights the kernels are
+the ordinary ``torch.nn.functional`` calls, so a model built on them runs unchanged under
+:func:`torch.func.functional_call`, per task or batched over tasks, without ``vmap``.
+
+The per-task convolution is swappable (``set_conv_impl``) because its best implementation
+depends on the backend and the shapes: see ``benchmarks/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+ConvImpl = Callable[[Tensor, Tensor, Tensor | None, int, int], Tensor]
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``x @ weight.T + bias``; per-task when ``weight`` is ``[tasks, out, in]``.
+
+    Shapes: shared ``x [..., in]``; per task ``x [tasks, N, in]`` -> ``[tasks, N, out]``.
+    """
+    if weight.dim() == 2:
+        return F.linear(x, weight, bias)
+    if bias is None:
+        return torch.bmm(x, weight.transpose(1, 2))
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+
+def _conv_grouped(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int):
+    # [T, N, C, H, W] -> [N, T*C, H, W]: one grouped convolution, one group per task.
+    t, n, c, h, w = x.shape
+    xg = x.transpose(0, 1).reshape(n, t * c, h, w)
+    wg = weight.reshape(t * weight.shape[1], *weight.shape[2:])
+    bg = None if bias is None else bias.reshape(-1)
+    y = F.conv2d(xg, wg, bg, stride=stride, padding=padding, groups=t)
+    return y.reshape(n, t, weight.shape[1], *y.shape[-2:]).transpose(0, 1)
+
+
+def _conv_unfold(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int):
+    # im2col per task, then one batched matrix product: [T, N*L, C*k*k] @ [T, C*k*k, O].
+    t, n, c, h, w = x.shape
+    out_ch, kh, kw = weight.shape[1], weight.shape[3], weight.shape[4]
+    cols = F.unfold(x.reshape(t * n, c, h, w), (kh, kw), padding=padding, stride=stride)
+    oh = (h + 2 * padding - kh) // stride + 1
+    ow = (w + 2 * padding - kw) // stride + 1
+    cols = cols.reshape(t, n, c * kh * kw, oh * ow).transpose(2, 3).reshape(t, n * oh * ow, -1)
+    wm = weight.reshape(t, out_ch, -1).transpose(1, 2)  # [T, C*k*k, O]
+    y = torch.bmm(cols, wm) if bias is None else torch.baddbmm(bias.unsqueeze(1), cols, wm)
+    return y.reshape(t, n, oh, ow, out_ch).permute(0, 1, 4, 2, 3)
+
+
+def _conv_loop(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int):
+    # One ordinary convolution per task: oneDNN's fastest kernel, Python-level loop.
+    bs = [None] * x.shape[0] if bias is None else bias.unbind(0)
+    outs = [
+        F.conv2d(xi, wi, bi, stride=stride, padding=padding)
+        for xi, wi, bi in zip(x.unbind(0), weight.unbind(0), bs)
+    ]
+    return torch.stack(outs)
+
+
+CONV_IMPLS: dict[str, ConvImpl] = {
+    "grouped": _conv_grouped,
+    "unfold": _conv_unfold,
+    "loop": _conv_loop,
+}
+_conv_impl: list[str] = ["loop"]
+
+
+def set_conv_impl(name: str) -> None:
+    """Choose how per-task convolutions run: one of ``CONV_IMPLS`` ("grouped", "unfold", "loop")."""
+    if name not in CONV_IMPLS:
+        raise ValueError(
+            f"unknown conv implementation {name!r}: expected one of {list(CONV_IMPLS)}"
+        )
+    _conv_impl[0] = name
+
+
+def get_conv_impl() -> str:
+    """The name of the per-task convolution in use."""
+    return _conv_impl[0]
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, padding: int = 0):
+    """2D convolution; per task when ``weight`` is ``[tasks, out, in, kh, kw]``.
+
+    Shapes: shared ``x [..., C, H, W]`` (any leading dims); per task ``x [tasks, N, C, H, W]``.
+    """
+    if weight.dim() == 4:
+        lead = x.shape[:-3]
+        y = F.conv2d(x.reshape(-1, *x.shape[-3:]), weight, bias, stride=stride, padding=padding)
+        return y.reshape(*lead, *y.shape[1:])
+    return CONV_IMPLS[_conv_impl[0]](x, weight, bias, stride, padding)
+
+
+def batch_norm(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, spatial_dims: int, eps: float = 1e-5
+) -> Tensor:
+    """Normalise with the statistics of the current batch (the papers' "transductive" BN).
+
+    ``x`` is ``[*groups, N, C, *spatial]``: statistics are per channel over the ``N`` examples
+    (and spatial positions) of each group, e.g. of each task for ``x [tasks, N, C, H, W]``.
+    ``weight``/``bias`` are ``[C]`` (shared) or ``[tasks, C]`` (per task).
+    Written with ``torch.var_mean`` so that it is exact to every order of differentiation,
+    also under ``torch.func.vmap`` (native ``batch_norm`` is not: see BASELINE.md).
+    """
+    examples = x.dim() - spatial_dims - 2
+    dims = (examples, *range(examples + 2, x.dim()))
+    var, mean = torch.var_mean(x, dim=dims, keepdim=True, correction=0)
+    y = (x - mean) * torch.rsqrt(var + eps)
+    if weight is None:
+        return y
+    # [C] or [tasks, C] -> broadcastable over examples and spatial positions.
+    shape = (*weight.shape[:-1], *[1] * (weight.dim() - 1), weight.shape[-1], *[1] * spatial_dims)
+    y = y * weight.reshape(shape)
+    return y if bias is None else y + bias.reshape(shape)
+
+
+def max_pool2d(x: Tensor, kernel_size: int, stride: int | None = None, padding: int = 0):
+    """Max-pooling over the last two dimensions, with any number of leading dimensions."""
+    y = F.max_pool2d(x.reshape(-1, *x.shape[-3:]), kernel_size, stride, padding)
+    return y.reshape(*x.shape[:-3], *y.shape[1:])

@@ -1,0 +1,78 @@
+"""Inner-loop optimisers as pure functions over parameter dicts.
+
+``step`` returns new parameters and a new state; nothing is updated in place, so the update is
+part of the autograd graph when the caller asks for second order (MAML) and a plain update
+otherwise (FOMAML, Reptile). Both work unchanged on per-task parameters with a leading task
+dimension, because every operation is elementwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from metagrad.functional.params import Params, zeros_like
+
+LearningRate = float | Tensor
+
+
+def lr_schedule(inner_lr: LearningRate | Sequence[LearningRate], steps: int) -> list[LearningRate]:
+    """Expand a scalar or per-step learning rate into one value per inner step.
+
+    Args:
+        inner_lr: one learning rate for all steps, or a sequence with at least ``steps`` values
+            (a longer one is cut, so a training schedule can serve fewer test steps).
+        steps: number of inner steps.
+    """
+    if isinstance(inner_lr, (float, int, Tensor)):
+        return [inner_lr] * steps
+    lrs = list(inner_lr)
+    if len(lrs) < steps:
+        raise ValueError(
+            f"inner_lr gives {len(lrs)} per-step values {lrs} for {steps} inner steps; give one "
+            "value per step, or a single number for all steps"
+        )
+    return lrs[:steps]
+
+
+@dataclass(frozen=True)
+class SGD:
+    """Plain gradient descent: ``p - lr * g``."""
+
+    def init(self, params: Params) -> dict:
+        return {}
+
+    def step(self, params: Params, grads: Params, state: dict, lr: LearningRate, t: int):
+        return {k: p - lr * grads[k] if k in grads else p for k, p in params.items()}, state
+
+
+@dataclass(frozen=True)
+class Adam:
+    """Adam with bias correction (Reptile's inner optimiser uses ``betas=(0, 0.999)``)."""
+
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+    def init(self, params: Params) -> dict:
+        return {"m": zeros_like(params), "v": zeros_like(params)}
+
+    def step(self, params: Params, grads: Params, state: dict, lr: LearningRate, t: int):
+        b1, b2 = self.betas
+        m, v, new = dict(state["m"]), dict(state["v"]), dict(params)
+        c1, c2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)
+        for k, g in grads.items():
+            m[k] = b1 * m[k] + (1 - b1) * g
+            v[k] = b2 * v[k] + (1 - b2) * g * g
+            new[k] = params[k] - (lr / c1) * m[k] / ((v[k] / c2).sqrt() + self.eps)
+        return new, {"m": m, "v": v}
+
+
+def make_optimizer(name: str, betas: tuple[float, float] = (0.9, 0.999)) -> SGD | Adam:
+    """The inner optimiser called ``name`` ("sgd" or "adam")."""
+    if name == "sgd":
+        return SGD()
+    if name == "adam":
+        return Adam(betas=betas)
+    raise ValueError(f"unknown inner optimizer {name!r}: expected 'sgd' or 'adam'")

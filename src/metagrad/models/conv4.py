@@ -1,0 +1,72 @@
+"""Conv4: the four-block CNN of the MAML, FOMAML and Reptile papers."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from metagrad.models.layers import Conv2d, Flatten, Linear, MaxPool2d, norm_layer
+
+
+class Conv4(nn.Module):
+    """Four blocks of [3x3 conv, BatchNorm, ReLU] and a linear head.
+
+    ``pool="stride"`` is the MAML paper's Omniglot network (stride-2 convolutions, no
+    pooling; features averaged over space, as its reference code); ``pool="max"`` is the
+    max-pooling variant (miniImageNet in the papers, the peers' usual Omniglot model; features
+    flattened).
+
+    Args:
+        ways: number of classes of the head.
+        in_channels: 1 (Omniglot) or 3 (natural images).
+        filters: channels of every block (64 Omniglot, 32 miniImageNet).
+        image_size: input height = width, to size the head.
+        pool: ``"stride"`` or ``"max"``.
+        norm: BatchNorm policy (``"transductive"``, ``"running"``, ``"none"``).
+        head: ``"mean"`` (average over space) or ``"flatten"``; default by ``pool`` as above.
+    """
+
+    task_batched = True
+    preferred_path = "loop"  # until the fast per-task convolution lands (BENCHMARKS.md)
+
+    def __init__(
+        self,
+        ways: int,
+        in_channels: int = 1,
+        filters: int = 64,
+        image_size: int = 28,
+        pool: str = "stride",
+        norm: str = "transductive",
+        head: str | None = None,
+    ) -> None:
+        super().__init__()
+        if pool not in ("stride", "max"):
+            raise ValueError(f"unknown pool {pool!r}: expected 'stride' or 'max'")
+        head = head or ("mean" if pool == "stride" else "flatten")
+        if head not in ("mean", "flatten"):
+            raise ValueError(f"unknown head {head!r}: expected 'mean' or 'flatten'")
+        blocks: list[nn.Module] = []
+        channels = in_channels
+        for _ in range(4):
+            stride = 2 if pool == "stride" else 1
+            blocks += [
+                Conv2d(channels, filters, 3, stride=stride, padding=1),
+                norm_layer(norm, filters, spatial_dims=2),
+                nn.ReLU(),
+            ]
+            if pool == "max":
+                blocks.append(MaxPool2d(2))
+            channels = filters
+        self.features = nn.Sequential(*blocks)
+        self.head_kind = head
+        self.flatten = Flatten(3)
+        with torch.no_grad():  # size the head from one dummy forward
+            probe = self.features.eval()(torch.zeros(2, in_channels, image_size, image_size))
+            self.features.train()
+        size = probe.shape[1] if head == "mean" else probe[0].numel()
+        self.head = Linear(size, ways)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.features(x)  # [..., filters, h, w]
+        h = h.mean(dim=(-2, -1)) if self.head_kind == "mean" else self.flatten(h)
+        return self.head(h)

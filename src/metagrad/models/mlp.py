@@ -1,0 +1,57 @@
+"""Fully connected networks: the sinusoid regressor (1-40-40-1) and the Omniglot MLP."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from metagrad.models.layers import Flatten, Linear, norm_layer
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+
+
+class MLP(nn.Module):
+    """``in -> hidden... -> out`` with an activation (and optional BatchNorm) after each hidden.
+
+    Inputs may carry extra trailing dimensions (images are flattened), and a leading task
+    dimension when run with per-task parameters.
+
+    Args:
+        in_features: input size (product of the input's trailing shape).
+        out_features: output size (1 for regression, ``ways`` for classification).
+        hidden: hidden layer sizes, e.g. ``(40, 40)`` (MAML sinusoid) or
+            ``(256, 128, 64, 64)`` (MAML Omniglot MLP, with ``norm="transductive"``).
+        activation: ``"relu"``, ``"tanh"`` or ``"gelu"``.
+        norm: BatchNorm policy, see :func:`metagrad.models.layers.norm_layer`.
+        input_dims: how many trailing input dimensions to flatten (1 for vectors, 3 for images).
+    """
+
+    task_batched = True
+    preferred_path = "vectorized"  # small matrix products: batching tasks wins (BENCHMARKS.md)
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = (40, 40),
+        activation: str = "relu",
+        norm: str = "none",
+        input_dims: int = 1,
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}: expected {list(ACTIVATIONS)}")
+        layers: list[nn.Module] = [Flatten(input_dims)] if input_dims > 1 else []
+        sizes = [in_features, *hidden]
+        for a, b in itertools.pairwise(sizes):
+            layers.append(Linear(a, b))
+            if norm != "none":
+                layers.append(norm_layer(norm, b, spatial_dims=0))
+            layers.append(ACTIVATIONS[activation]())
+        layers.append(Linear(sizes[-1], out_features))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
