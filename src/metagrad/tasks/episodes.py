@@ -115,7 +115,7 @@ def gather_episodes(
     turn = turns[turn]
     for k in np.unique(turn[turn != 0]):
         mask = turn == k
-        x[mask] = np.rot90(x[mask], int(k), axes=(2, 3))
+        x[mask] = np.rot90(x[mask], int(k), axes=(3, 2))
     per_class = x.shape[2]
 
     def side(part: np.ndarray, n: int) -> tuple[torch.Tensor, torch.Tensor]:
