@@ -56,8 +56,16 @@ def draw_episodes(
     per_class: int,
     tasks: int,
 ) -> EpisodeIndices:
-    """Draw ``tasks`` episodes: ``ways`` distinct classes in random order, and per class
-    ``per_class`` distinct samples out of ``num_samples``, in random order."""
+    """Draw the indices of ``tasks`` episodes (vectorised over tasks and classes).
+
+    Args:
+        rng: Source of randomness; advanced by the draw.
+        num_classes: Classes to choose from (including rotated copies).
+        num_samples: Samples per class.
+        ways: Distinct classes per episode, in random order (the label permutation).
+        per_class: Distinct samples per class (``shots + queries``), in random order.
+        tasks: Number of episodes.
+    """
     classes = np.stack([rng.choice(num_classes, ways, replace=False) for _ in range(tasks)])
     keys = rng.random((tasks, ways, num_samples))  # random sort keys: a uniform draw w/o repl.
     if per_class < num_samples:
@@ -86,8 +94,11 @@ def _check_rotations(rotations: Sequence[int], image_shape: tuple[int, ...]) -> 
 
 
 def expand_rotations(images: np.ndarray, rotations: Sequence[int]) -> np.ndarray:
-    """Precompute the rotated classes: ``[classes, ...] -> [classes * R, ...]`` (class ``g`` =
-    row ``g // R`` rotated by ``rotations[g % R]``), the layout :class:`EpisodeSampler` uses."""
+    """Precompute the rotated classes: ``[classes, ...] -> [classes * R, ...]``.
+
+    Class ``g`` is row ``g // R`` rotated by ``rotations[g % R]`` degrees: the same classes, in
+    the same order, that :class:`EpisodeSampler` builds lazily.
+    """
     turns = _check_rotations(rotations, images.shape[2:])
     rotated = [np.rot90(images, k, axes=(2, 3)) for k in turns]  # R x [classes, S, H, W, ...]
     return np.stack(rotated, axis=1).reshape(-1, *images.shape[1:])
@@ -115,7 +126,7 @@ def gather_episodes(
     turn = turns[turn]
     for k in np.unique(turn[turn != 0]):
         mask = turn == k
-        x[mask] = np.rot90(x[mask], int(k), axes=(3, 2))
+        x[mask] = np.rot90(x[mask], int(k), axes=(2, 3))
     per_class = x.shape[2]
 
     def side(part: np.ndarray, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,15 +166,8 @@ class EpisodeSampler:
         rotations: Sequence[int] = (0,),
         seed: int = 0,
     ) -> None:
-        if (
-            not isinstance(images, np.ndarray)
-            or images.dtype != np.uint8
-            or images.ndim
-            not in (
-                4,
-                5,
-            )
-        ):
+        ok = isinstance(images, np.ndarray) and images.dtype == np.uint8
+        if not ok or images.ndim not in (4, 5):
             raise ValueError(
                 f"images must be a uint8 numpy array [classes, samples, H, W] or [classes, "
                 f"samples, H, W, C], got {type(images).__name__} "

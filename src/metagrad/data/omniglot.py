@@ -1,0 +1,390 @@
+"""Omniglot (Lake et al., 2015) from the layouts users download, preprocessed once and cached.
+
+Readable layouts, per half (``background`` = character ids 0001-0964, ``evaluation`` =
+0965-1623), looked for directly under the data root:
+
+- ``images_<half>.npz``: bool ``images`` ``[chars, 20, 105, 105]`` (True = paper), row ``i`` =
+  official id ``i + 1`` (background) or ``i + 965`` (evaluation);
+- ``images_<half>/`` folder or ``images_<half>.zip`` (the official release):
+  ``Alphabet/characterNN/XXXX_YY.png`` with ``XXXX`` the official character id.
+
+Preprocessing: invert so ink = 1, resize ``105 -> image_size`` with a Pillow filter on the float
+image, clip to ``[0, 1]`` and store as ``uint8`` (ink = 255). The result is cached as ``.npz``
+in ``<root>/metagrad_cache`` (keyed by half, size, filter and source file; written atomically),
+or in ``~/.cache/metagrad/omniglot`` when the data root is read-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from metagrad.data.download import download as _download
+
+__all__ = [
+    "ALPHABETS",
+    "OMNIGLOT_ZIPS",
+    "OmniglotData",
+    "alphabet_of",
+    "download_omniglot",
+    "load_omniglot",
+    "preprocess",
+    "read_omniglot_folder",
+    "read_omniglot_npz",
+    "read_omniglot_zip",
+]
+
+_BASE = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/"
+OMNIGLOT_ZIPS: dict[str, tuple[str, str]] = {
+    "background": (_BASE + "images_background.zip", "68d2efa1b9178cc56df9314c21c6e718"),
+    "evaluation": (_BASE + "images_evaluation.zip", "6b91aef0f799c5bb55b94e3f2daec811"),
+}
+"""Official zip per half: ``(url, md5)``."""
+
+_FIRST_ID = {"background": 1, "evaluation": 965}
+_CACHE_VERSION = 1
+_FILTERS = {"lanczos": Image.Resampling.LANCZOS, "box": Image.Resampling.BOX}
+_PNG = re.compile(r"(?:^|/)([^/]+)/character(\d+)/(\d{4})_(\d{2})\.png$")
+
+# (official alphabet folder name, first id, last id), in official id order.
+ALPHABETS: tuple[tuple[str, int, int], ...] = tuple(
+    (name, int(a), int(b))
+    for name, a, b in (
+        line.split()
+        for line in """
+    Arcadian 1 26; Armenian 27 67; Asomtavruli_(Georgian) 68 107; Balinese 108 131;
+    Bengali 132 177; Blackfoot_(Canadian_Aboriginal_Syllabics) 178 191; Braille 192 217;
+    Cyrillic 218 250; Early_Aramaic 251 272; Syriac_(Estrangelo) 273 295;
+    Anglo-Saxon_Futhorc 296 324; Futurama 325 350; Grantha 351 393; Greek 394 417;
+    Gujarati 418 465; Hebrew 466 487; Japanese_(hiragana) 488 539;
+    Inuktitut_(Canadian_Aboriginal_Syllabics) 540 555; Malay_(Jawi_-_Arabic) 556 595;
+    Japanese_(katakana) 596 642; Korean 643 682; Latin 683 708; Alphabet_of_the_Magi 709 728;
+    Mkhedruli_(Georgian) 729 769; Burmese_(Myanmar) 770 803; N_Ko 804 836;
+    Ojibwe_(Canadian_Aboriginal_Syllabics) 837 850; Sanskrit 851 892; Tagalog 893 909;
+    Tifinagh 910 964; Angelic 965 984; Atemayar_Qelisayer 985 1010; Atlantean 1011 1036;
+    Aurek-Besh 1037 1062; Avesta 1063 1088; Ge_ez 1089 1114; Glagolitic 1115 1159;
+    Gurmukhi 1160 1204; Kannada 1205 1245; Keble 1246 1271; Malayalam 1272 1318;
+    Manipuri 1319 1358; Mongolian 1359 1388; Old_Church_Slavonic_(Cyrillic) 1389 1433;
+    Oriya 1434 1479; Syriac_(Serto) 1480 1502; Sylheti 1503 1530; Tengwar 1531 1555;
+    Tibetan 1556 1597; ULOG 1598 1623""".replace("\n", " ").split(";")
+    )
+)
+
+
+def alphabet_of(char_id: int) -> str:
+    """Official alphabet folder name of an official character id (1..1623)."""
+    for name, first, last in ALPHABETS:
+        if first <= char_id <= last:
+            return name
+    raise ValueError(f"Omniglot character ids run from 1 to 1623, got {char_id}")
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class OmniglotData:
+    """Preprocessed Omniglot characters, ordered by official character id.
+
+    Attributes:
+        images: ``[chars, 20, size, size]`` uint8, ink = 255 and paper = 0.
+        char_ids: ``[chars]`` int64 official character ids (1..1623); the loaders sort by id.
+        alphabets: Alphabet folder name of every character (e.g. ``"Early_Aramaic"``).
+        source: Where the data was read from (for messages and provenance).
+    """
+
+    images: np.ndarray
+    char_ids: np.ndarray
+    alphabets: tuple[str, ...]
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.dtype != np.uint8:
+            raise ValueError(
+                f"OmniglotData.images must be uint8 [chars, drawings, H, W], got "
+                f"{self.images.dtype} {self.images.shape}"
+            )
+        if not (len(self.images) == len(self.char_ids) == len(self.alphabets)):
+            raise ValueError(
+                f"{len(self.images)} image rows, {len(self.char_ids)} char_ids and "
+                f"{len(self.alphabets)} alphabets: each character needs one of each"
+            )
+        if len(np.unique(self.char_ids)) != len(self.char_ids):
+            raise ValueError("OmniglotData.char_ids has duplicates; each character must be once")
+
+    def __len__(self) -> int:
+        return len(self.char_ids)
+
+    def __repr__(self) -> str:
+        return f"OmniglotData({len(self)} chars, images {list(self.images.shape)}, {self.source})"
+
+    def select(self, char_ids: Sequence[int] | np.ndarray) -> OmniglotData:
+        """The characters with the given official ids, in the given order."""
+        row_of = {int(c): i for i, c in enumerate(self.char_ids)}
+        wanted = [int(c) for c in np.asarray(char_ids).reshape(-1)]
+        missing = [c for c in wanted if c not in row_of]
+        if missing:
+            raise KeyError(
+                f"{len(missing)} requested characters are not loaded (e.g. ids {missing[:5]}); "
+                f"this data holds {len(self)} characters from {self.source}. Load both halves: "
+                "load_omniglot(root, sets=('background', 'evaluation'))"
+            )
+        rows = np.asarray([row_of[c] for c in wanted], dtype=np.int64)
+        alphabets = tuple(self.alphabets[r] for r in rows)
+        return OmniglotData(self.images[rows], self.char_ids[rows], alphabets, self.source)
+
+
+def preprocess(paper: np.ndarray, image_size: int = 28, resample: str = "lanczos") -> np.ndarray:
+    """Invert, resize and quantise binary drawings.
+
+    Args:
+        paper: ``[..., H, W]`` bool, True = white paper (the official encoding).
+        image_size: Output side length.
+        resample: ``"lanczos"`` or ``"box"`` (area average), applied to the float image.
+
+    Returns:
+        ``[..., image_size, image_size]`` uint8 with ink = 255.
+    """
+    if resample not in _FILTERS:
+        raise ValueError(f"resample must be one of {sorted(_FILTERS)}, got {resample!r}")
+    if image_size < 1:
+        raise ValueError(f"image_size must be a positive number of pixels, got {image_size}")
+    flat = paper.reshape(-1, *paper.shape[-2:])
+    out = np.empty((len(flat), image_size, image_size), np.uint8)
+    for i, drawing in enumerate(flat):
+        ink = (~drawing.astype(bool)).astype(np.float32)  # [H, W] in {0, 1}
+        if ink.shape != (image_size, image_size):
+            img = Image.fromarray(ink).resize((image_size, image_size), _FILTERS[resample])
+            ink = np.asarray(img)
+        out[i] = np.rint(np.clip(ink, 0.0, 1.0) * 255.0)
+    return out.reshape(*paper.shape[:-2], image_size, image_size)
+
+
+def read_omniglot_npz(
+    path: Path, image_size: int = 28, resample: str = "lanczos", first_id: int | None = None
+) -> OmniglotData:
+    """Read an ``images_<half>.npz`` array file (see the module docstring) and preprocess it.
+
+    ``first_id`` is the official id of row 0; by default 1 for a file named ``*background*``
+    and 965 for ``*evaluation*``.
+    """
+    path = Path(path)
+    if first_id is None:
+        half = next((h for h in _FIRST_ID if h in path.name), None)
+        if half is None:
+            raise ValueError(
+                f"cannot tell which Omniglot half {path.name} holds; name it "
+                "images_background.npz / images_evaluation.npz or pass first_id=1 or 965"
+            )
+        first_id = _FIRST_ID[half]
+    with np.load(path) as arrays:
+        paper = arrays["images"]  # [chars, 20, 105, 105] bool, True = paper
+    if paper.ndim != 4:
+        raise ValueError(f"{path}: expected images [chars, 20, H, W], got shape {paper.shape}")
+    ids = np.arange(first_id, first_id + len(paper), dtype=np.int64)
+    alphabets = tuple(alphabet_of(int(i)) for i in ids)
+    return OmniglotData(preprocess(paper, image_size, resample), ids, alphabets, str(path))
+
+
+def read_omniglot_zip(path: Path, image_size: int = 28, resample: str = "lanczos") -> OmniglotData:
+    """Read an official zip (``.../Alphabet/characterNN/XXXX_YY.png``) and preprocess it."""
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if not n.startswith("__MACOSX/")]
+        return _read_pngs(names, archive.read, image_size, resample, str(path))
+
+
+def read_omniglot_folder(
+    path: Path, image_size: int = 28, resample: str = "lanczos"
+) -> OmniglotData:
+    """Read an extracted official folder (``Alphabet/characterNN/XXXX_YY.png``)."""
+    path = Path(path)
+    names = sorted(p.relative_to(path).as_posix() for p in path.rglob("*.png"))
+    return _read_pngs(names, lambda n: (path / n).read_bytes(), image_size, resample, str(path))
+
+
+def _read_pngs(names, read, image_size: int, resample: str, source: str) -> OmniglotData:
+    chars: dict[int, dict[int, str]] = {}
+    alphabet: dict[int, str] = {}
+    for name in names:
+        match = _PNG.search(name)
+        if match is None or Path(name).name.startswith("._"):
+            continue
+        char_id, drawing = int(match.group(3)), int(match.group(4))
+        chars.setdefault(char_id, {})[drawing] = name
+        alphabet[char_id] = match.group(1)
+    if not chars:
+        raise FileNotFoundError(
+            f"no Omniglot drawings in {source}: expected files Alphabet/characterNN/XXXX_YY.png "
+            "as in the official images_background.zip / images_evaluation.zip"
+        )
+    ids = sorted(chars)
+    drawings = sorted(chars[ids[0]])
+    for char_id in ids:
+        if sorted(chars[char_id]) != drawings:
+            raise ValueError(
+                f"{source}: character {char_id:04d} has drawings {sorted(chars[char_id])}, "
+                f"but character {ids[0]:04d} has {drawings}; the archive looks incomplete, "
+                "download it again"
+            )
+    out = np.empty((len(ids), len(drawings), image_size, image_size), np.uint8)
+    for row, char_id in enumerate(ids):
+        for col, drawing in enumerate(drawings):
+            with Image.open(io.BytesIO(read(chars[char_id][drawing]))) as img:
+                paper = np.asarray(img.convert("L")) >= 128  # [H, W] True = paper
+            out[row, col] = preprocess(paper, image_size, resample)
+    return OmniglotData(out, np.asarray(ids, np.int64), tuple(alphabet[i] for i in ids), source)
+
+
+def _find(root: Path, half: str) -> tuple[str, Path] | None:
+    """The first existing layout of ``half`` under ``root``: npz, then folder, then zip."""
+    for kind, ext in (("npz", ".npz"), ("folder", ""), ("zip", ".zip")):
+        path = root / f"images_{half}{ext}"
+        if path.is_dir() if kind == "folder" else path.is_file():
+            return kind, path
+    return None
+
+
+_READERS = {"npz": read_omniglot_npz, "folder": read_omniglot_folder, "zip": read_omniglot_zip}
+
+
+def download_omniglot(root: Path, sets: Iterable[str] = ("background", "evaluation")) -> list[Path]:
+    """Download the official zips of ``sets`` into ``root`` (skipping halves already present).
+
+    Returns:
+        The paths of the zips it downloaded.
+    """
+    root = Path(root).expanduser()
+    paths = []
+    for half in sets:
+        if _find(root, half) is None:
+            url, md5 = OMNIGLOT_ZIPS[half]
+            paths.append(_download(url, root / f"images_{half}.zip", md5))
+    return paths
+
+
+def load_omniglot(
+    root: Path | str,
+    image_size: int = 28,
+    download: bool = False,
+    *,
+    sets: Sequence[str] = ("background", "evaluation"),
+    resample: str = "lanczos",
+    cache_dir: Path | str | None = None,
+) -> OmniglotData:
+    """Load Omniglot from whatever official layout exists under ``root``, via the cache.
+
+    Args:
+        root: Data folder holding ``images_<half>.npz``, ``images_<half>/`` or
+            ``images_<half>.zip`` for each half in ``sets``.
+        image_size: Side length of the preprocessed images.
+        download: Fetch the official zips of missing halves into ``root`` first.
+        sets: Halves to load: ``"background"`` (ids 1-964) and/or ``"evaluation"`` (965-1623).
+        resample: Resize filter, ``"lanczos"`` or ``"box"``.
+        cache_dir: Where the preprocessed arrays are cached (default ``<root>/metagrad_cache``;
+            if it cannot be written the data is used uncached, with a warning).
+
+    Returns:
+        The characters of all requested halves, ordered by official id.
+
+    Raises:
+        FileNotFoundError: A half was not found; the message lists where it looked and how to fix.
+    """
+    root = Path(root).expanduser()
+    unknown = [s for s in sets if s not in _FIRST_ID]
+    if unknown or not sets:
+        raise ValueError(f"sets must be a non-empty subset of {tuple(_FIRST_ID)}, got {sets}")
+    if download:
+        download_omniglot(root, [s for s in sets if _find(root, s) is None])
+    found = {half: _find(root, half) for half in sets}
+    missing = [half for half, hit in found.items() if hit is None]
+    if missing:
+        looked = ", ".join(
+            str(root / f"images_{h}{ext}") for h in missing for ext in (".npz", "", ".zip")
+        )
+        raise FileNotFoundError(
+            f"Omniglot {' and '.join(missing)} not found under {root} (looked for {looked}). "
+            f"Fix: run `metagrad data download omniglot --root {root}` (or pass download=True), "
+            "or put the official images_background.zip / images_evaluation.zip (or their "
+            f"extracted folders, or images_<half>.npz arrays) directly in {root}."
+        )
+    if cache_dir is not None:
+        caches = [Path(cache_dir).expanduser()]
+    else:  # under the data root, or the user's cache folder when the root is read-only
+        user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        caches = [root / "metagrad_cache", user / "metagrad" / "omniglot"]
+    parts = [_cached(*found[h], h, image_size, resample, caches) for h in sets]
+    images = np.concatenate([p.images for p in parts])
+    ids = np.concatenate([p.char_ids for p in parts])
+    order = np.argsort(ids, kind="stable")
+    every = sum((p.alphabets for p in parts), ())
+    alphabets = tuple(every[i] for i in order)
+    return OmniglotData(images[order], ids[order], alphabets, " + ".join(p.source for p in parts))
+
+
+def _cached(
+    kind: str, path: Path, half: str, image_size: int, resample: str, caches: list[Path]
+) -> OmniglotData:
+    """Read ``path`` through the first cache folder holding a valid copy, else build one."""
+    stat, source = path.stat(), str(path.resolve())
+    meta = dict(
+        version=_CACHE_VERSION,
+        source=source,
+        source_bytes=stat.st_size,
+        source_mtime_ns=stat.st_mtime_ns,
+        image_size=image_size,
+        resample=resample,
+    )
+    tag = hashlib.sha1(source.encode()).hexdigest()[:8]  # one cache file per source path
+    name = f"omniglot-{half}-{kind}-{image_size}px-{resample}-{tag}.npz"
+    for file in (c / name for c in caches if (c / name).is_file()):
+        try:
+            with np.load(file) as arrays:
+                if json.loads(str(arrays["meta"])) == meta:
+                    ids, alphabets = arrays["char_ids"], arrays["alphabets"].tolist()
+                    return OmniglotData(arrays["images"], ids, tuple(alphabets), str(path))
+        except (OSError, ValueError, KeyError) as e:
+            warnings.warn(f"ignoring unreadable cache {file} ({e}); rebuilding", stacklevel=3)
+    data = _READERS[kind](path, image_size, resample)
+    arrays = dict(
+        images=data.images,
+        char_ids=data.char_ids,
+        alphabets=np.asarray(data.alphabets),
+        meta=np.asarray(json.dumps(meta)),
+    )
+    errors = []
+    for cache in caches:
+        try:
+            _atomic_savez(cache / name, **arrays)
+            return data
+        except OSError as e:
+            errors.append(f"{cache}: {e}")
+    warnings.warn(
+        f"could not write the Omniglot cache ({'; '.join(errors)}); preprocessing will be "
+        "repeated on every load. Pass a writable cache_dir= to load_omniglot to keep it.",
+        stacklevel=3,
+    )
+    return data
+
+
+def _atomic_savez(file: Path, **arrays: np.ndarray) -> None:
+    """Write an uncompressed ``.npz`` to a temporary sibling, fsync, then rename into place."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
