@@ -13,7 +13,7 @@ parameters, so the gradient of the sum w.r.t. task ``t``'s slice is task ``t``'s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -61,6 +61,37 @@ def prepare(params: Params) -> Params:
     return {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in params.items()}
 
 
+def adapt_steps(
+    loss_fn: LossFn,
+    params: Params,
+    batch: Any,
+    *,
+    inner_lr: LearningRate | Sequence[LearningRate],
+    inner_steps: int,
+    first_order: bool = False,
+    optimizer: SGD | Adam | None = None,
+    batches: Callable[[int], Any] | None = None,
+) -> Iterator[Params]:
+    """The parameters after each of ``inner_steps`` steps, as :func:`adapt` takes them.
+
+    Meta-testing scores the query set after every step from this one stream (optimiser state,
+    e.g. Adam's moments, carries over between steps as it must).
+    """
+    if inner_steps < 0:
+        raise ValueError(f"inner_steps must be >= 0, got {inner_steps}")
+    optimizer = optimizer or SGD()
+    lrs = lr_schedule(inner_lr, inner_steps)
+    with torch.enable_grad():  # adaptation needs gradients even when evaluating under no_grad
+        params = prepare(params)
+        state = optimizer.init(params)
+        for step, lr in enumerate(lrs):
+            data = batches(step) if batches is not None else batch
+            loss = loss_fn(params, data)
+            grads = gradients(loss, params, create_graph=not first_order)
+            params, state = optimizer.step(params, grads, state, lr, step)
+            yield params
+
+
 def adapt(
     loss_fn: LossFn,
     params: Params,
@@ -89,16 +120,16 @@ def adapt(
     Returns:
         New parameters, a function of ``params`` through the autograd graph.
     """
-    if inner_steps < 0:
-        raise ValueError(f"inner_steps must be >= 0, got {inner_steps}")
-    optimizer = optimizer or SGD()
-    lrs = lr_schedule(inner_lr, inner_steps)
-    with torch.enable_grad():  # adaptation needs gradients even when evaluating under no_grad
-        params = prepare(params)
-        state = optimizer.init(params)
-        for step, lr in enumerate(lrs):
-            data = batches(step) if batches is not None else batch
-            loss = loss_fn(params, data)
-            grads = gradients(loss, params, create_graph=not first_order)
-            params, state = optimizer.step(params, grads, state, lr, step)
-    return params
+    result = params
+    for result in adapt_steps(  # noqa: B007 - the last step's parameters are the result
+        loss_fn,
+        params,
+        batch,
+        inner_lr=inner_lr,
+        inner_steps=inner_steps,
+        first_order=first_order,
+        optimizer=optimizer,
+        batches=batches,
+    ):
+        pass
+    return result

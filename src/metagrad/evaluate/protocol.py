@@ -1,0 +1,195 @@
+"""Meta-testing: adapt to each test task and score the query set after every inner step.
+
+The protocol of the papers: a fixed, seeded set of test tasks (600 by default), the query loss
+(and accuracy for classification) after 0, 1, ..., k inner steps, reported as the mean over
+tasks with a 95% interval ``1.96 * std / sqrt(n)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metagrad.algorithms.maml import InnerLoop, Loss
+from metagrad.algorithms.reptile import minibatch_schedule
+from metagrad.algorithms.runner import TaskRunner, autocast_dtype, task_losses
+from metagrad.functional.inner import adapt_steps
+from metagrad.functional.params import Params, detached, expand_tasks
+from metagrad.tasks.batch import TaskBatch
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean and 95% interval half-width over tasks."""
+
+    mean: float
+    ci95: float
+
+    def __str__(self) -> str:
+        return f"{self.mean:.4g} ± {self.ci95:.2g}"
+
+
+def summarize(values: np.ndarray) -> Summary:
+    """Mean and ``1.96 * std / sqrt(n)`` (sample standard deviation) of ``values``."""
+    n = len(values)
+    std = float(np.std(values, ddof=1)) if n > 1 else 0.0
+    return Summary(float(np.mean(values)), 1.96 * std / np.sqrt(n))
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Per-task query metrics after each inner step.
+
+    Attributes:
+        losses: ``[steps + 1, tasks]`` query loss after 0..steps inner steps.
+        accuracies: the same for accuracy (classification), else ``None``.
+    """
+
+    losses: np.ndarray
+    accuracies: np.ndarray | None
+
+    @property
+    def tasks(self) -> int:
+        return self.losses.shape[1]
+
+    def loss(self, step: int = -1) -> Summary:
+        return summarize(self.losses[step])
+
+    def accuracy(self, step: int = -1) -> Summary:
+        if self.accuracies is None:
+            raise ValueError("no accuracy: this evaluation was not a classification task")
+        return summarize(self.accuracies[step])
+
+    def to_dict(self) -> dict:
+        """JSON-able: per step, mean and interval of each metric."""
+        out = {"tasks": self.tasks, "steps": []}
+        for s in range(self.losses.shape[0]):
+            row = {"step": s, "loss": vars(self.loss(s))}
+            if self.accuracies is not None:
+                row["accuracy"] = vars(self.accuracy(s))
+            out["steps"].append(row)
+        return out
+
+    def table(self) -> str:
+        """A Markdown table: one row per inner step."""
+        head = "| step | query loss |" + (" accuracy |" if self.accuracies is not None else "")
+        rule = "| --- | --- |" + (" --- |" if self.accuracies is not None else "")
+        rows = [head, rule]
+        for s in range(self.losses.shape[0]):
+            acc = f" {_pct(self.accuracy(s))} |" if self.accuracies is not None else ""
+            rows.append(f"| {s} | {self.loss(s)} |{acc}")
+        return "\n".join(rows) + f"\n\n({self.tasks} tasks, mean ± 95% interval)"
+
+
+def _pct(s: Summary) -> str:
+    return f"{100 * s.mean:.2f}% ± {100 * s.ci95:.2f}"
+
+
+def evaluate(
+    runner: TaskRunner,
+    loss: Loss,
+    params: Params,
+    batches: Iterable[TaskBatch],
+    inner: InnerLoop,
+    classification: bool,
+    transductive: bool = True,
+    inner_batch_size: int | None = None,
+    seed: int = 0,
+) -> EvalResult:
+    """Adapt to every task of ``batches`` and score its query set after each inner step.
+
+    Args:
+        runner: the model and execution path.
+        loss: per-task loss.
+        params: the meta-learned initialisation (not modified).
+        batches: the test tasks, in chunks that fit in memory.
+        inner: test-time learning rate(s), steps and update rule (always run first order).
+        classification: also report accuracy (``argmax`` of the last output dimension).
+        transductive: if False, each query example is classified in a batch made of the
+            support set plus that one example, so BatchNorm statistics never mix query
+            examples (Nichol et al.'s non-transductive protocol).
+        inner_batch_size: support examples per inner step (Reptile's evaluation); None: all.
+        seed: seed of the mini-batch order, so evaluations repeat exactly.
+    """
+    theta = detached(params)
+    generator = torch.Generator().manual_seed(seed)
+    losses, accs = [], []
+    for batch in batches:
+        batch = autocast_dtype(batch, theta)
+        pick = minibatch_schedule(batch.support_x.shape[1], inner_batch_size, generator)
+        vectorized = runner.vectorized and transductive
+        if vectorized:
+            streams = [_stream(runner, loss, theta, batch, inner, pick, per_task=True)]
+        else:
+            streams = [_stream(runner, loss, theta, t, inner, pick, per_task=False) for t in batch]
+        step_losses, step_accs = [], []
+        for step_params in zip(*streams):  # the parameters after 0, 1, ..., k steps
+            if vectorized:
+                with torch.no_grad():
+                    out = runner.batched(step_params[0], batch.query_x)  # [tasks, n_query, ..]
+            else:
+                out = torch.stack(
+                    [_predict(runner, p, t, transductive) for p, t in zip(step_params, batch)]
+                )
+            with torch.no_grad():
+                step_losses.append(task_losses(loss, out, batch.query_y).cpu().numpy())
+                if classification:
+                    hits = (out.argmax(-1) == batch.query_y).float().mean(-1)
+                    step_accs.append(hits.cpu().numpy())
+        losses.append(np.stack(step_losses))
+        accs.append(np.stack(step_accs) if classification else None)
+    loss_arr = np.concatenate(losses, axis=1)
+    acc_arr = np.concatenate(accs, axis=1) if classification else None
+    return EvalResult(loss_arr, acc_arr)
+
+
+def _stream(runner, loss, theta, data, inner: InnerLoop, pick, per_task: bool) -> Iterator:
+    """``theta`` then the (detached) parameters after each inner step, for one task (or all
+    tasks at once when ``per_task``)."""
+    if per_task:
+        params = expand_tasks(theta, data.num_tasks)
+
+        def support_loss(p, d):
+            return task_losses(loss, runner.batched(p, d[0]), d[1]).sum()
+
+        def steps(s):
+            return data.support_x[:, pick(s)], data.support_y[:, pick(s)]
+    else:
+        params = dict(theta)
+
+        def support_loss(p, d):
+            return loss(runner.forward(p, d[0]), d[1])
+
+        def steps(s):
+            return data.support_x[pick(s)], data.support_y[pick(s)]
+
+    yield params
+    for p in adapt_steps(
+        support_loss,
+        params,
+        (data.support_x, data.support_y),
+        inner_lr=inner.inner_lr,
+        inner_steps=inner.inner_steps,
+        first_order=True,
+        optimizer=inner.optimizer,
+        batches=None if pick is None else steps,
+    ):
+        yield detached(p)
+
+
+def _predict(runner: TaskRunner, params: Params, task, transductive: bool) -> Tensor:
+    with torch.no_grad():
+        if transductive:
+            return runner.forward(params, task.query_x)
+        # Each query example joins the support set alone: [n_query, n_support + 1, ...].
+        sx = task.support_x
+        groups = torch.cat(
+            [sx.expand(task.query_x.shape[0], *sx.shape), task.query_x.unsqueeze(1)], dim=1
+        )
+        if getattr(runner.model, "task_batched", False):  # built-ins take leading dims
+            return runner.forward(params, groups)[:, -1]
+        return torch.stack([runner.forward(params, g)[-1] for g in groups])

@@ -1,0 +1,84 @@
+"""Meta-testing protocol: per-step scores, paths agree, intervals, non-transductive BN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import image_batch, regression_batch
+from metagrad.algorithms import InnerLoop, TaskRunner
+from metagrad.evaluate import evaluate, summarize
+from metagrad.functional import Adam, adapt, split_state
+from metagrad.models import MLP, Conv4
+
+
+def test_summary_is_mean_and_195_standard_errors():
+    values = np.array([1.0, 2.0, 3.0, 4.0])
+    s = summarize(values)
+    assert s.mean == 2.5
+    assert s.ci95 == pytest.approx(1.96 * np.std(values, ddof=1) / 2)
+
+
+@pytest.mark.parametrize("optimizer", [None, Adam(betas=(0.0, 0.999))])
+def test_step_k_scores_equal_adapting_k_steps(optimizer):
+    model, batch = MLP(2, 1, (8,)).double(), regression_batch()
+    params = split_state(model).params
+    inner = InnerLoop(0.05, 4, optimizer=optimizer or InnerLoop(0.0, 0).optimizer)
+    result = evaluate(
+        TaskRunner.create(model, "loop"), F.mse_loss, params, [batch], inner, classification=False
+    )
+    assert result.losses.shape == (5, 3)
+    for t, task in enumerate(batch):
+        for k in (0, 2, 4):
+            phi = adapt(
+                lambda p, d: F.mse_loss(torch.func.functional_call(model, p, (d[0],)), d[1]),
+                params,
+                (task.support_x, task.support_y),
+                inner_lr=0.05,
+                inner_steps=k,
+                optimizer=inner.optimizer,
+                first_order=True,
+            )
+            with torch.no_grad():
+                ref = F.mse_loss(
+                    torch.func.functional_call(model, phi, (task.query_x,)), task.query_y
+                )
+            assert result.losses[k, t] == pytest.approx(ref.item(), rel=1e-10)
+
+
+def test_vectorised_and_loop_evaluation_agree_and_report_accuracy():
+    model = Conv4(3, filters=4, image_size=8).double()
+    params, batch = split_state(model).params, image_batch()
+    runs = [
+        evaluate(
+            TaskRunner.create(model, path),
+            F.cross_entropy,
+            params,
+            batch.chunks(2),
+            InnerLoop(0.3, 3),
+            classification=True,
+        )
+        for path in ("loop", "vectorized")
+    ]
+    assert np.allclose(runs[0].losses, runs[1].losses, rtol=1e-10)
+    assert np.array_equal(runs[0].accuracies, runs[1].accuracies)
+    assert runs[0].accuracies.shape == (4, 3)
+    assert "| 3 |" in runs[0].table() and "3 tasks" in runs[0].table()
+
+
+def test_non_transductive_classifies_each_query_with_the_support_set_alone():
+    model = Conv4(3, filters=4, image_size=8).double()
+    params, batch = split_state(model).params, image_batch()
+    runner = TaskRunner.create(model, "loop")
+    non = evaluate(
+        runner, F.cross_entropy, params, [batch], InnerLoop(0.3, 0), True, transductive=False
+    )
+    trans = evaluate(runner, F.cross_entropy, params, [batch], InnerLoop(0.3, 0), True)
+    assert not np.allclose(non.losses, trans.losses)  # BatchNorm statistics differ
+    task = batch.task(0)
+    with torch.no_grad():
+        outs = torch.stack([model(torch.cat([task.support_x, q[None]]))[-1] for q in task.query_x])
+    ref = F.cross_entropy(outs, task.query_y).item()
+    assert non.losses[0, 0] == pytest.approx(ref, rel=1e-10)
