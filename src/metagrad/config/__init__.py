@@ -1,1 +1,75 @@
-"""metagrad.config."""
+"""Typed experiment configs: one TOML file per experiment, checked against a dataclass schema.
+
+Typical use::
+
+    cfg = load_config("configs/sinusoid_maml.toml", ["train.outer_lr=3e-4"])
+    (run_dir / "config.toml").write_text(config_to_toml(cfg))
+
+See :mod:`metagrad.config.schema` for every section and field and how to add variants, and
+:mod:`metagrad.config.overrides` for the ``--set`` rules.
+"""
+
+from metagrad.config.build import config_from_dict
+from metagrad.config.checks import EvalSettings, config_problems, resolve_eval
+from metagrad.config.errors import ConfigError
+from metagrad.config.loader import load_config, read_toml
+from metagrad.config.overrides import Override, apply_overrides, parse_override
+from metagrad.config.schema import (
+    ALGORITHMS,
+    MODELS,
+    SECTIONS,
+    TASKS,
+    AlgorithmConfig,
+    Conv4Config,
+    EvalConfig,
+    ExperimentConfig,
+    FOMAMLConfig,
+    MAMLConfig,
+    MeanConfig,
+    MLPConfig,
+    ModelConfig,
+    OmniglotTaskConfig,
+    PretrainedConfig,
+    ReptileConfig,
+    SinusoidTaskConfig,
+    TaskConfig,
+    TrainConfig,
+    Variants,
+)
+from metagrad.config.toml_writer import config_to_dict, config_to_toml, toml_value
+
+__all__ = [
+    "ALGORITHMS",
+    "MODELS",
+    "SECTIONS",
+    "TASKS",
+    "AlgorithmConfig",
+    "ConfigError",
+    "Conv4Config",
+    "EvalConfig",
+    "EvalSettings",
+    "ExperimentConfig",
+    "FOMAMLConfig",
+    "MAMLConfig",
+    "MLPConfig",
+    "MeanConfig",
+    "ModelConfig",
+    "OmniglotTaskConfig",
+    "Override",
+    "PretrainedConfig",
+    "ReptileConfig",
+    "SinusoidTaskConfig",
+    "TaskConfig",
+    "TrainConfig",
+    "Variants",
+    "apply_overrides",
+    "config_from_dict",
+    "config_problems",
+    "config_to_dict",
+    "config_to_toml",
+    "load_config",
+    "parse_override",
+    "read_toml",
+    "resolve_eval",
+    "toml_value",
+]

@@ -1,0 +1,115 @@
+"""Semantic checks across sections, and the test-time settings that fall back to training's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from metagrad.config.schema import SECTIONS, ExperimentConfig, Problem
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Test-time settings after ``None`` in ``[eval]`` has been replaced by training's value."""
+
+    shots: int | None  # support examples (per class); None if the task family has no shots
+    queries: int | None  # query examples (per class); None if the task family has no queries
+    inner_steps: int  # adaptation steps (0 for algorithms that do not adapt)
+    inner_lr: float | tuple[float, ...] | None  # step size(s); None if the algorithm has none
+
+
+def _training_lr(cfg: ExperimentConfig) -> float | tuple[float, ...] | None:
+    algorithm = cfg.algorithm
+    return getattr(algorithm, "inner_lr", getattr(algorithm, "lr", None))
+
+
+def _eval_steps(cfg: ExperimentConfig) -> int | None:
+    if not cfg.algorithm.adapts:
+        return 0
+    if cfg.eval.inner_steps is not None:
+        return cfg.eval.inner_steps
+    return getattr(cfg.algorithm, "inner_steps", None)
+
+
+def resolve_eval(cfg: ExperimentConfig) -> EvalSettings:
+    """The settings meta-testing uses, with every ``None`` of ``cfg.eval`` resolved.
+
+    Args:
+        cfg: A validated config (as returned by the loader).
+
+    Returns:
+        Shots, queries, inner steps and inner learning rate(s) for test-time adaptation.
+    """
+    ev, task = cfg.eval, cfg.task
+    steps = _eval_steps(cfg)
+    if steps is None:  # only reachable for configs built without validation
+        raise ValueError("eval.inner_steps must be set for this algorithm")
+    lr = ev.inner_lr if ev.inner_lr is not None else _training_lr(cfg)
+    return EvalSettings(
+        shots=ev.shots if ev.shots is not None else getattr(task, "shots", None),
+        queries=ev.queries if ev.queries is not None else getattr(task, "queries", None),
+        inner_steps=steps,
+        inner_lr=lr if cfg.algorithm.adapts else None,
+    )
+
+
+def _top_level(cfg: ExperimentConfig) -> list[Problem]:
+    problems = []
+    name = cfg.name
+    if name in ("", ".", "..") or any(c in "/\\" or not c.isprintable() for c in name):
+        message = f"must be a non-empty name without slashes or control characters, got {name!r}"
+        problems.append(("name", message))
+    if cfg.seed < 0:
+        problems.append(("seed", f"must be >= 0, got {cfg.seed}"))
+    return problems
+
+
+def _cross_section(cfg: ExperimentConfig) -> list[Problem]:
+    task, model, algorithm = cfg.task, cfg.model, cfg.algorithm
+    problems: list[Problem] = []
+
+    def add(key: str, message: str) -> None:
+        problems.append((key, message))
+
+    if task.modality not in model.modalities:
+        add(
+            "model.name",
+            f"model {model.name!r} takes {'/'.join(sorted(model.modalities))} inputs, but task "
+            f"family {task.family!r} has {task.modality} inputs; use a model that accepts them",
+        )
+    if task.kind not in algorithm.task_kinds:
+        add(
+            "algorithm.name",
+            f"{algorithm.name!r} works only on {'/'.join(sorted(algorithm.task_kinds))} tasks, "
+            f"but task family {task.family!r} is {task.kind}",
+        )
+    steps = _eval_steps(cfg)
+    if steps is None:
+        add(
+            "eval.inner_steps",
+            f"must be set for algorithm {algorithm.name!r}, which has no training inner loop to "
+            "fall back to; e.g. inner_steps = 10 under [eval]",
+        )
+    lr = cfg.eval.inner_lr if cfg.eval.inner_lr is not None else _training_lr(cfg)
+    differs = cfg.eval.inner_lr is not None or cfg.eval.inner_steps is not None
+    if differs and algorithm.adapts and isinstance(lr, tuple) and steps not in (None, len(lr)):
+        source = "eval.inner_lr" if cfg.eval.inner_lr is not None else "algorithm.inner_lr"
+        add(
+            "eval.inner_lr",
+            f"test-time adaptation runs {steps} step(s) but {source} lists {len(lr)} per-step "
+            f"rates; set eval.inner_lr to one float or a list of {steps}",
+        )
+    if not cfg.eval.transductive and getattr(model, "norm", None) == "transductive":
+        add(
+            "eval.transductive",
+            'is false, which needs running statistics, but model.norm = "transductive" keeps '
+            'none; use model.norm = "running" or eval.transductive = true',
+        )
+    return problems
+
+
+def config_problems(cfg: ExperimentConfig) -> list[Problem]:
+    """Every semantic problem of ``cfg`` as ``(dotted key, message)``, in file order."""
+    problems = _top_level(cfg)
+    for section in SECTIONS:
+        problems += [(f"{section}.{k}", msg) for k, msg in getattr(cfg, section).problems()]
+    return problems + _cross_section(cfg)

@@ -1,0 +1,337 @@
+"""The experiment config schema: the single source of truth for what a config file may say.
+
+A config file has top-level keys ``name`` and ``seed`` and the sections ``[task]``, ``[model]``,
+``[algorithm]``, ``[train]`` and ``[eval]``. The first three are *tagged unions*: their tag key
+(``task.family``, ``model.name``, ``algorithm.name``) picks a variant dataclass, and the variant
+decides which other keys the section may hold.
+
+Every config class is a frozen, keyword-only dataclass. A field without a default is required.
+Fields typed ``X | None`` must default to ``None``, because TOML has no null: ``None`` is written
+by leaving the key out (and on the command line with ``--set key=none``).
+
+To add a variant (say task family ``"miniimagenet"`` or model ``"resnet12"``): write a dataclass
+subclassing :class:`TaskConfig` / :class:`ModelConfig` / :class:`AlgorithmConfig`, set its tag
+class variable, optionally override ``problems()`` for semantic checks, and add it to
+:data:`TASKS` / :data:`MODELS` / :data:`ALGORITHMS`. The loader, the TOML writer, ``--set``
+overrides and the error messages pick it up from there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+Problem = tuple[str, str]  # (field name, what is wrong with it)
+
+config_class = dataclass(frozen=True, kw_only=True)  # the decorator of every config class
+
+Norm = Literal["transductive", "running", "none"]
+InnerPath = Literal["auto", "loop", "vectorized"]
+
+
+def at_least(obj: object, low: float, *names: str) -> Iterator[Problem]:
+    """Problems for each named field of ``obj`` that is set (not ``None``) and below ``low``."""
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and value < low:
+            yield name, f"must be >= {low}, got {value!r}"
+
+
+def positive(obj: object, *names: str) -> Iterator[Problem]:
+    """Problems for each named field (a number or a tuple of numbers) that is not > 0."""
+    for name in names:
+        value = getattr(obj, name)
+        values = value if isinstance(value, tuple) else (value,)
+        if any(v is not None and not v > 0 for v in values):
+            yield name, f"must be > 0, got {value!r}"
+
+
+def ordered_range(obj: object, *names: str, strict: bool = False) -> Iterator[Problem]:
+    """Problems for each named ``(low, high)`` field with ``low > high`` (or ``>=`` if strict)."""
+    for name in names:
+        low, high = getattr(obj, name)
+        if low > high or (strict and low == high):
+            op = "<" if strict else "<="
+            yield name, f"must be [low, high] with low {op} high, got [{low!r}, {high!r}]"
+
+
+def lr_per_step(obj: object, lr_name: str, steps: int | None) -> Iterator[Problem]:
+    """A problem if ``obj.<lr_name>`` is a per-step list whose length is not ``steps``."""
+    lr = getattr(obj, lr_name)
+    if isinstance(lr, tuple) and steps is not None and len(lr) != steps:
+        yield (
+            lr_name,
+            f"lists {len(lr)} per-step rates for {steps} step(s); give one float or {steps} rates",
+        )
+
+
+@config_class
+class Section:
+    """Base of all config classes: ``problems()`` lists semantic errors (none by default)."""
+
+    def problems(self) -> Iterator[Problem]:
+        """Yield ``(field, message)`` for each value that type-checks but makes no sense."""
+        yield from ()
+
+
+# ----------------------------------------------------------------------------------- task
+@config_class
+class TaskConfig(Section):
+    """Base of task variants; the class variable ``family`` is the tag."""
+
+    family: ClassVar[str]
+    kind: ClassVar[str]  # "regression" or "classification": which algorithms/losses apply
+    modality: ClassVar[str]  # "vector" or "image": which models can consume the inputs
+
+
+@config_class
+class SinusoidTaskConfig(TaskConfig):
+    """Few-shot regression of ``A sin(x - phase)`` (Finn et al., 2017, section 5.1)."""
+
+    family: ClassVar[str] = "sinusoid"
+    kind: ClassVar[str] = "regression"
+    modality: ClassVar[str] = "vector"
+    shots: int = 10  # support points per task (K in K-shot regression)
+    queries: int = 10  # query points per task, used for the outer loss
+    amplitude: tuple[float, float] = (0.1, 5.0)  # A ~ U[low, high]
+    phase: tuple[float, float] = (0.0, math.pi)  # phase ~ U[low, high]
+    x_range: tuple[float, float] = (-5.0, 5.0)  # x ~ U[low, high]
+
+    def problems(self) -> Iterator[Problem]:
+        yield from at_least(self, 1, "shots", "queries")
+        yield from ordered_range(self, "amplitude", "phase")
+        yield from ordered_range(self, "x_range", strict=True)
+
+
+@config_class
+class OmniglotTaskConfig(TaskConfig):
+    """N-way K-shot classification of Omniglot characters (Lake et al., 2015)."""
+
+    family: ClassVar[str] = "omniglot"
+    kind: ClassVar[str] = "classification"
+    modality: ClassVar[str] = "image"
+    root: str = "data/omniglot"  # dataset directory
+    download: bool = False  # fetch the dataset into root if it is missing
+    split: Literal["maml", "official", "vinyals"] = "maml"  # which classes train/val/test use
+    ways: int = 5  # classes per task (N)
+    shots: int = 1  # support examples per class (K)
+    queries: int = 15  # query examples per class
+    image_size: int = 28  # images are resized to image_size x image_size
+    rotations: bool = True  # add 90/180/270-degree rotations as new training classes
+    test_rotations: bool = False  # also add them to the validation and test classes
+
+    def problems(self) -> Iterator[Problem]:
+        yield from at_least(self, 2, "ways")
+        yield from at_least(self, 1, "shots", "queries", "image_size")
+        if not self.root:
+            yield "root", 'must be a directory path, got ""'
+
+
+# ---------------------------------------------------------------------------------- model
+@config_class
+class ModelConfig(Section):
+    """Base of model variants; the class variable ``name`` is the tag."""
+
+    name: ClassVar[str]
+    modalities: ClassVar[frozenset[str]]  # task modalities this model accepts
+
+
+@config_class
+class MLPConfig(ModelConfig):
+    """Fully connected network (images are flattened)."""
+
+    name: ClassVar[str] = "mlp"
+    modalities: ClassVar[frozenset[str]] = frozenset({"vector", "image"})
+    hidden: tuple[int, ...] = (40, 40)  # width of each hidden layer
+    activation: Literal["relu", "tanh", "gelu", "silu"] = "relu"  # after each hidden layer
+    norm: Norm = "none"  # batch norm after each hidden layer; see Conv4Config.norm
+
+    def problems(self) -> Iterator[Problem]:
+        if not self.hidden or min(self.hidden) < 1:
+            yield "hidden", f"must be a non-empty list of widths >= 1, got {list(self.hidden)}"
+
+
+@config_class
+class Conv4Config(ModelConfig):
+    """The 4-block CNN of Vinyals et al. (2016) used by MAML: conv3x3, norm, ReLU, downsample."""
+
+    name: ClassVar[str] = "conv4"
+    modalities: ClassVar[frozenset[str]] = frozenset({"image"})
+    filters: int = 64  # channels of every conv layer
+    pool: Literal["stride", "max"] = "stride"  # downsample by stride-2 conv or 2x2 max pooling
+    # "transductive": batch norm with the current batch's statistics, even at test time (MAML);
+    # "running": ordinary batch norm with running statistics; "none": no normalisation.
+    norm: Norm = "transductive"
+    in_channels: int = 1  # image channels (1 for Omniglot, 3 for RGB datasets)
+
+    def problems(self) -> Iterator[Problem]:
+        yield from at_least(self, 1, "filters", "in_channels")
+
+
+# ------------------------------------------------------------------------------ algorithm
+@config_class
+class AlgorithmConfig(Section):
+    """Base of algorithm variants; the class variable ``name`` is the tag."""
+
+    name: ClassVar[str]
+    task_kinds: ClassVar[frozenset[str]] = frozenset({"regression", "classification"})
+    adapts: ClassVar[bool] = True  # has inner-loop settings that eval falls back to
+
+
+@config_class
+class MAMLConfig(AlgorithmConfig):
+    """Model-Agnostic Meta-Learning (Finn et al., 2017)."""
+
+    name: ClassVar[str] = "maml"
+    inner_lr: float | tuple[float, ...]  # inner SGD step size, or one per inner step
+    inner_steps: int = 1  # gradient steps on the support set per task
+    first_order: bool = False  # drop second-order terms (= FOMAML)
+    path: InnerPath = "auto"  # "loop" over tasks, "vectorized" (vmap over tasks), or pick
+    chunk_size: int | None = None  # tasks per vectorized chunk (None = whole meta-batch)
+
+    def problems(self) -> Iterator[Problem]:
+        yield from positive(self, "inner_lr")
+        yield from at_least(self, 1, "inner_steps", "chunk_size")
+        yield from lr_per_step(self, "inner_lr", self.inner_steps)
+
+
+@config_class
+class FOMAMLConfig(MAMLConfig):
+    """First-order MAML: MAML without the second-order terms (a subclass of MAMLConfig)."""
+
+    name: ClassVar[str] = "fomaml"
+    first_order: bool = True  # fixed: FOMAML is first-order by definition
+
+    def problems(self) -> Iterator[Problem]:
+        yield from super().problems()
+        if not self.first_order:
+            yield "first_order", 'is always true for fomaml; for second-order use name = "maml"'
+
+
+@config_class
+class ReptileConfig(AlgorithmConfig):
+    """Reptile (Nichol et al., 2018): move the weights towards the task-adapted weights."""
+
+    name: ClassVar[str] = "reptile"
+    inner_lr: float  # inner optimizer step size
+    inner_steps: int = 5  # inner optimizer steps per task
+    inner_optimizer: Literal["sgd", "adam"] = "sgd"  # optimizer of the inner loop
+    inner_batch_size: int | None = None  # support examples per inner step (None = all)
+    adam_betas: tuple[float, float] = (0.0, 0.999)  # inner Adam betas (beta1 = 0 as in the paper)
+    path: InnerPath = "auto"  # as MAMLConfig.path
+    chunk_size: int | None = None  # as MAMLConfig.chunk_size
+
+    def problems(self) -> Iterator[Problem]:
+        yield from positive(self, "inner_lr")
+        yield from at_least(self, 1, "inner_steps", "inner_batch_size", "chunk_size")
+        if not all(0.0 <= b < 1.0 for b in self.adam_betas):
+            yield "adam_betas", f"must both be in [0, 1), got {list(self.adam_betas)}"
+
+
+@config_class
+class PretrainedConfig(AlgorithmConfig):
+    """Baseline: supervised training on all tasks at once, fine-tuned on each test task."""
+
+    name: ClassVar[str] = "pretrained"
+    lr: float  # test-time fine-tuning step size (training uses train.outer_lr)
+
+    def problems(self) -> Iterator[Problem]:
+        yield from positive(self, "lr")
+
+
+@config_class
+class MeanConfig(AlgorithmConfig):
+    """Baseline for regression: predict the mean of the support targets. No parameters."""
+
+    name: ClassVar[str] = "mean"
+    task_kinds: ClassVar[frozenset[str]] = frozenset({"regression"})
+    adapts: ClassVar[bool] = False
+
+
+# ---------------------------------------------------------------------------- train, eval
+@config_class
+class TrainConfig(Section):
+    """The outer (meta-)training loop."""
+
+    iterations: int  # outer steps (meta-batches) to train for
+    meta_batch_size: int  # tasks per outer step
+    outer_lr: float = 1e-3  # outer optimizer step size
+    optimizer: Literal["adam", "sgd"] = "adam"  # outer optimizer
+    outer_lr_schedule: Literal["constant", "linear"] = "constant"  # "linear": anneal to 0
+    grad_clip: float | None = None  # clip the meta-gradient norm to this (None = no clipping)
+    val_every: int = 1000  # validate every N iterations (0 = never)
+    val_tasks: int = 100  # tasks per validation
+    log_every: int = 100  # append a line to metrics.jsonl every N iterations
+    checkpoint_every: int = 1000  # save the "last" checkpoint every N iterations (0 = at end)
+    device: str = "cpu"  # torch device: "cpu", "cuda", "cuda:N" or "mps"
+    threads: int | None = None  # torch CPU threads (None = torch's default)
+
+    def problems(self) -> Iterator[Problem]:
+        yield from at_least(self, 1, "iterations", "meta_batch_size", "val_tasks", "log_every")
+        yield from at_least(self, 1, "threads")
+        yield from at_least(self, 0, "val_every", "checkpoint_every")
+        yield from positive(self, "outer_lr", "grad_clip")
+        device = self.device
+        if not (device in ("cpu", "cuda", "mps") or device.removeprefix("cuda:").isdigit()):
+            yield "device", f'must be "cpu", "cuda", "cuda:N" or "mps", got {device!r}'
+
+
+@config_class
+class EvalConfig(Section):
+    """Meta-testing: adapt to held-out tasks and report query performance."""
+
+    tasks: int = 600  # test tasks to average over (600 as in MAML)
+    inner_steps: int | None = None  # test-time adaptation steps (None = as in training)
+    inner_lr: float | tuple[float, ...] | None = None  # test-time step size(s) (None = training's)
+    shots: int | None = None  # support examples (per class) at test time (None = as training)
+    queries: int | None = None  # query examples (per class) at test time (None = as training)
+    seed: int = 1234  # seeds the test task stream, independent of the training seed
+    transductive: bool = True  # normalise with the query batch's statistics (as MAML does)
+    chunk_size: int | None = None  # test tasks adapted at once (None = algorithm's)
+
+    def problems(self) -> Iterator[Problem]:
+        yield from at_least(self, 1, "tasks", "shots", "queries", "chunk_size")
+        yield from at_least(self, 0, "inner_steps", "seed")
+        yield from positive(self, "inner_lr")
+
+
+# ----------------------------------------------------------------------------- registries
+TASKS: dict[str, type[TaskConfig]] = {
+    cls.family: cls for cls in (SinusoidTaskConfig, OmniglotTaskConfig)
+}
+MODELS: dict[str, type[ModelConfig]] = {cls.name: cls for cls in (MLPConfig, Conv4Config)}
+ALGORITHMS: dict[str, type[AlgorithmConfig]] = {
+    cls.name: cls for cls in (MAMLConfig, FOMAMLConfig, ReptileConfig, PretrainedConfig, MeanConfig)
+}
+
+
+@dataclass(frozen=True)
+class Variants:
+    """A tagged-union section: the value of ``tag`` picks a class from ``registry``."""
+
+    tag: str  # the key that names the variant, e.g. "family"
+    registry: Mapping[str, type[Section]]  # tag value -> dataclass
+
+
+SECTIONS: dict[str, Variants | type[Section]] = {
+    "task": Variants("family", TASKS),
+    "model": Variants("name", MODELS),
+    "algorithm": Variants("name", ALGORITHMS),
+    "train": TrainConfig,
+    "eval": EvalConfig,
+}
+
+
+@config_class
+class ExperimentConfig:
+    """One experiment: everything needed to train and test it, read from one TOML file."""
+
+    name: str  # experiment name, used for the run directory
+    seed: int = 0  # seeds Python, NumPy and torch RNGs and the training task stream
+    task: TaskConfig
+    model: ModelConfig
+    algorithm: AlgorithmConfig
+    train: TrainConfig
+    eval: EvalConfig = field(default_factory=EvalConfig)
