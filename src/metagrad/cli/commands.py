@@ -1,0 +1,82 @@
+"""What each ``metagrad`` command does (argument parsing lives in :mod:`metagrad.cli.main`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from metagrad.config import ALGORITHMS, MODELS, TASKS, ConfigError, load_config
+from metagrad.train.checkpoint import CheckpointError
+
+USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, FileExistsError, ValueError)
+CONFIG_DIR = Path("configs")
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"train": train, "test": test, "list": list_things, "plot": plot, "data": data}[
+        args.command
+    ](args)
+
+
+def train(args: argparse.Namespace) -> int:
+    from metagrad.train.trainer import resume_run
+    from metagrad.train.trainer import train as train_run
+
+    if args.resume:
+        if args.config or args.overrides:
+            raise ValueError(
+                "--resume continues a run with its own config.toml; give no CONFIG or --set with it"
+            )
+        resume_run(args.resume, test=not args.no_test)
+        return 0
+    if args.config is None:
+        raise ValueError("give a CONFIG file to train, or --resume RUN_DIR")
+    cfg = load_config(args.config, args.overrides)
+    out = args.out or Path("runs") / cfg.name
+    print(f"training {cfg.name} into {out}", flush=True)
+    train_run(cfg, out, test=not args.no_test)
+    return 0
+
+
+def test(args: argparse.Namespace) -> int:
+    from metagrad.train.checkpoint import intact_checkpoints
+    from metagrad.train.testing import run_test
+
+    target: Path = args.target
+    if target.is_dir():
+        cfg = load_config(target / "config.toml", args.overrides)
+        checkpoint = args.checkpoint
+        if checkpoint == "best" and "best" not in intact_checkpoints(target):
+            checkpoint = "last"  # runs without validation keep only "last"
+        run_test(target, checkpoint, cfg=cfg)
+        return 0
+    cfg = load_config(target, args.overrides)
+    out = args.out or Path("runs") / cfg.name
+    out.mkdir(parents=True, exist_ok=True)
+    run_test(out, args.checkpoint if args.checkpoint != "best" else "untrained", cfg=cfg)
+    return 0
+
+
+def list_things(args: argparse.Namespace) -> int:
+    configs = sorted(CONFIG_DIR.glob("**/*.toml")) if CONFIG_DIR.is_dir() else []
+    print("configs:" + ("".join(f"\n  {c}" for c in configs) or " (none under ./configs)"))
+    print("algorithms: " + ", ".join(sorted(ALGORITHMS)))
+    print("models: " + ", ".join(sorted(MODELS)))
+    print("task families: " + ", ".join(sorted(TASKS)))
+    return 0
+
+
+def plot(args: argparse.Namespace) -> int:
+    from metagrad.cli.plots import plot_run
+
+    for path in plot_run(args.run_dir, args.baseline):
+        print(f"wrote {path}")
+    return 0
+
+
+def data(args: argparse.Namespace) -> int:
+    from metagrad.data import download_omniglot
+
+    for path in download_omniglot(args.root):
+        print(f"ok {path}")
+    return 0

@@ -1,0 +1,118 @@
+"""Figures of a run (matplotlib, imported lazily: the ``[plot]`` extra).
+
+- ``learning_curve.png``: training loss and validation metric against the step.
+- ``adaptation.png`` (sinusoid runs): the MAML paper's Figure 2: for a few test sines, the true
+  curve, the K support points, and the prediction before adaptation and after 1 and 10 steps;
+  with ``--baseline RUN`` the baseline run (e.g. pretrained) is drawn beside it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metagrad.config import SinusoidTaskConfig, load_config, resolve_eval
+from metagrad.tasks.sinusoid import SinusoidTasks, fixed_tasks
+from metagrad.train.build import build_experiment
+from metagrad.train.checkpoint import intact_checkpoints, load_checkpoint
+from metagrad.train.io import read_jsonl
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ImportError("plotting needs matplotlib: pip install 'metagrad[plot]'") from e
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_run(run_dir: Path, baseline: Path | None = None) -> list[Path]:
+    """Draw the figures of ``run_dir`` into it; returns the files written."""
+    written = [learning_curve(run_dir)]
+    cfg = load_config(run_dir / "config.toml")
+    if isinstance(cfg.task, SinusoidTaskConfig):
+        written.append(sinusoid_adaptation(run_dir, baseline))
+    return written
+
+
+def learning_curve(run_dir: Path) -> Path:
+    plt = _pyplot()
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    for split, style in (("train", "-"), ("val", "o-")):
+        rows = [r for r in records if r.get("split") == split]
+        if rows:
+            ax[0].plot([r["step"] for r in rows], [r["loss"] for r in rows], style, label=split)
+            if "accuracy" in rows[0]:
+                ax[1].plot(
+                    [r["step"] for r in rows], [r["accuracy"] for r in rows], style, label=split
+                )
+    ax[0].set(xlabel="meta-iteration", ylabel="query loss after adaptation", yscale="log")
+    ax[1].set(xlabel="meta-iteration", ylabel="query accuracy")
+    for a in ax:
+        a.grid(alpha=0.3)
+        if a.lines:
+            a.legend()
+        else:  # regression: no accuracy to show
+            a.set_visible(False)
+    fig.suptitle(run_dir.name)
+    fig.tight_layout()
+    out = run_dir / "learning_curve.png"
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def _adapted_curves(run_dir: Path, x_grid: torch.Tensor, tasks, steps=(0, 1, 10)):
+    """Predictions on ``x_grid`` after each of ``steps`` inner steps, per task."""
+    cfg = load_config(run_dir / "config.toml")
+    exp = build_experiment(cfg)
+    name = "best" if "best" in intact_checkpoints(run_dir) else "last"
+    exp.model.load_state_dict(load_checkpoint(run_dir, name)[0])
+    lr = resolve_eval(cfg).inner_lr
+    curves = []
+    for task in tasks:
+        per_step = []
+        for k in steps:
+            phi = exp.learner.adapt(task.support_x, task.support_y, inner_steps=k, inner_lr=lr)
+            per_step.append(exp.learner.predict(phi, x_grid)[:, 0].numpy())
+        curves.append(per_step)
+    return cfg.name, curves
+
+
+def sinusoid_adaptation(run_dir: Path, baseline: Path | None, tasks: int = 3) -> Path:
+    plt = _pyplot()
+    cfg = load_config(run_dir / "config.toml")
+    shots = resolve_eval(cfg).shots
+    family = SinusoidTasks(cfg.task.amplitude, cfg.task.phase, cfg.task.x_range)
+    batch, true = fixed_tasks(family, cfg.eval.seed, 0, tasks, shots, 0)
+    grid = np.linspace(*cfg.task.x_range, 200)
+    x_grid = torch.from_numpy(grid).float()[:, None]
+    runs = [run_dir] + ([baseline] if baseline else [])
+    fig, axes = plt.subplots(len(runs), tasks, figsize=(4 * tasks, 3.2 * len(runs)), squeeze=False)
+    for row, run in enumerate(runs):
+        name, curves = _adapted_curves(run, x_grid, list(batch))
+        for col in range(tasks):
+            ax = axes[row, col]
+            ax.plot(grid, family.curve(true[col : col + 1], grid)[0], "r", label="ground truth")
+            ax.plot(
+                batch.support_x[col, :, 0],
+                batch.support_y[col, :, 0],
+                "^k",
+                label=f"{shots} support points",
+            )
+            for k, c, style in zip((0, 1, 10), curves[col], (":", "--", "-")):
+                ax.plot(grid, c, style, color="tab:green", label=f"after {k} steps")
+            ax.set_title(f"{name}, test task {col}", fontsize=9)
+            ax.set_ylim(-6, 6)
+    axes[0, 0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    out = run_dir / "adaptation.png"
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out

@@ -1,0 +1,180 @@
+"""From a config to the objects of an experiment: tasks, model, loss, meta-learner.
+
+This is the one place that reads the config sections and calls the constructors of the
+library; the trainer and the evaluator only see the :class:`Experiment` it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metagrad.algorithms import MAML, MetaLearner, Reptile
+from metagrad.algorithms.baselines import Pretrained
+from metagrad.config import (
+    Conv4Config,
+    ExperimentConfig,
+    MAMLConfig,
+    MeanConfig,
+    MLPConfig,
+    OmniglotTaskConfig,
+    PretrainedConfig,
+    ReptileConfig,
+    SinusoidTaskConfig,
+    resolve_eval,
+)
+from metagrad.evaluate.mean import MeanPredictor
+from metagrad.models import MLP, Conv4
+from metagrad.tasks.batch import TaskBatch
+from metagrad.tasks.sinusoid import SinusoidTasks, TaskStream, fixed_tasks
+
+VAL_SEED_OFFSET = 1_000_003  # validation tasks come from a stream distinct from the test one
+
+
+class TrainStream(Protocol):
+    def sample(self, tasks: int) -> TaskBatch: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+# (split, first index, count) -> a chunk of fixed evaluation tasks
+FixedTasks = Callable[[str, int, int], TaskBatch]
+
+
+@dataclass
+class Experiment:
+    """Everything a run needs, built from one config."""
+
+    cfg: ExperimentConfig
+    model: nn.Module
+    learner: MetaLearner | MeanPredictor
+    classification: bool
+    train_tasks: TrainStream
+    fixed: FixedTasks
+
+    def eval_batches(self, split: str, count: int, chunk: int) -> Iterator[TaskBatch]:
+        """``count`` fixed tasks of ``split`` ("val" or "test"), ``chunk`` at a time."""
+        device = self.cfg.train.device
+        for start in range(0, count, chunk):
+            yield self.fixed(split, start, min(chunk, count - start)).to(device)
+
+
+def build_experiment(cfg: ExperimentConfig) -> Experiment:
+    """Build the experiment of ``cfg`` (the model is freshly initialised from ``cfg.seed``)."""
+    torch.manual_seed(cfg.seed)
+    train_tasks, fixed, shape = _tasks(cfg)
+    model = _model(cfg, shape).to(cfg.train.device)
+    classification = cfg.task.kind == "classification"
+    loss = F.cross_entropy if classification else F.mse_loss
+    return Experiment(cfg, model, _learner(cfg, model, loss), classification, train_tasks, fixed)
+
+
+def _tasks(cfg: ExperimentConfig) -> tuple[TrainStream, FixedTasks, tuple[int, ...]]:
+    task, ev = cfg.task, resolve_eval(cfg)
+    if isinstance(task, SinusoidTaskConfig):
+        family = SinusoidTasks(task.amplitude, task.phase, task.x_range)
+        stream = TaskStream(family, task.shots, task.queries, cfg.seed)
+
+        def fixed(split: str, start: int, count: int) -> TaskBatch:
+            seed = cfg.eval.seed + (VAL_SEED_OFFSET if split == "val" else 0)
+            shots = ev.shots if split == "test" else task.shots
+            queries = ev.queries if split == "test" else task.queries
+            return fixed_tasks(family, seed, start, count, shots, queries)[0]
+
+        return stream, fixed, (1,)
+    if isinstance(task, OmniglotTaskConfig):
+        return _omniglot(cfg, task, ev)
+    raise ValueError(f"no task builder for task family {task.family!r}")
+
+
+def _omniglot(cfg: ExperimentConfig, task: OmniglotTaskConfig, ev):
+    from metagrad.data import load_omniglot, omniglot_split
+    from metagrad.tasks.episodes import EpisodeSampler
+
+    data = load_omniglot(task.root, image_size=task.image_size, download=task.download)
+    test_rot = (0, 90, 180, 270) if task.test_rotations else (0,)
+    rotations = {
+        "train": (0, 90, 180, 270) if task.rotations else (0,),
+        "val": test_rot,
+        "test": test_rot,
+    }
+    sets = omniglot_split(data, task.split, rotations=rotations)
+    stream = EpisodeSampler(
+        sets["train"].images,
+        task.ways,
+        task.shots,
+        task.queries,
+        rotations=sets["train"].rotations,
+        seed=cfg.seed,
+    )
+    samplers = {
+        "val": EpisodeSampler(
+            sets["val"].images,
+            task.ways,
+            task.shots,
+            task.queries,
+            rotations=sets["val"].rotations,
+            seed=cfg.eval.seed + VAL_SEED_OFFSET,
+        ),
+        "test": EpisodeSampler(
+            sets["test"].images,
+            task.ways,
+            ev.shots,
+            ev.queries,
+            rotations=sets["test"].rotations,
+            seed=cfg.eval.seed,
+        ),
+    }
+
+    def fixed(split: str, start: int, count: int) -> TaskBatch:
+        return samplers[split].episodes(range(start, start + count))
+
+    return stream, fixed, (1, task.image_size, task.image_size)
+
+
+def _model(cfg: ExperimentConfig, shape: tuple[int, ...]) -> nn.Module:
+    m = cfg.model
+    outputs = getattr(cfg.task, "ways", 1)
+    if isinstance(m, MLPConfig):
+        features = int(torch.tensor(shape).prod())
+        return MLP(features, outputs, m.hidden, m.activation, m.norm, input_dims=len(shape))
+    if isinstance(m, Conv4Config):
+        return Conv4(outputs, m.in_channels, m.filters, shape[-1], m.pool, m.norm)
+    raise ValueError(f"no model builder for model {m.name!r}")
+
+
+def _learner(cfg: ExperimentConfig, model: nn.Module, loss) -> MetaLearner | MeanPredictor:
+    a = cfg.algorithm
+    if isinstance(a, MAMLConfig):  # FOMAMLConfig is a subclass with first_order = True
+        return MAML(
+            model,
+            loss,
+            inner_lr=a.inner_lr,
+            inner_steps=a.inner_steps,
+            first_order=a.first_order,
+            path=a.path,
+            chunk_size=a.chunk_size,
+        )
+    if isinstance(a, ReptileConfig):
+        generator = torch.Generator().manual_seed(cfg.seed)
+        return Reptile(
+            model,
+            loss,
+            inner_lr=a.inner_lr,
+            inner_steps=a.inner_steps,
+            inner_optimizer=a.inner_optimizer,
+            inner_batch_size=a.inner_batch_size,
+            adam_betas=a.adam_betas,
+            path=a.path,
+            generator=generator,
+        )
+    if isinstance(a, PretrainedConfig):
+        return Pretrained(model, loss, inner_lr=a.lr)
+    if isinstance(a, MeanConfig):
+        return MeanPredictor(loss)
+    raise ValueError(f"no builder for algorithm {a.name!r}")

@@ -1,0 +1,97 @@
+"""Validation during training and the final meta-test of a run's checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from metagrad.algorithms import InnerLoop
+from metagrad.algorithms.learner import MetaLearner
+from metagrad.config import ExperimentConfig, load_config, resolve_eval
+from metagrad.evaluate.mean import MeanPredictor
+from metagrad.evaluate.protocol import EvalResult, evaluate
+from metagrad.train.build import Experiment, build_experiment
+from metagrad.train.checkpoint import load_checkpoint
+from metagrad.train.io import atomic_write_text
+
+RESULTS_FILE = "results.json"
+
+
+def _inner(exp: Experiment, split: str) -> tuple[InnerLoop, int | None]:
+    """Test-time inner loop of ``split``: the [eval] settings for "test", training's for "val"
+    (except the number of steps, which is the test one so validation predicts the test)."""
+    ev = resolve_eval(exp.cfg)
+    learner = exp.learner
+    lr = ev.inner_lr if split == "test" else getattr(learner, "inner_lr", ev.inner_lr)
+    inner = learner.inner_loop(ev.inner_steps, lr)
+    return inner, getattr(learner, "inner_batch_size", None)
+
+
+def evaluate_split(exp: Experiment, split: str, tasks: int) -> EvalResult:
+    """Adapt to ``tasks`` fixed tasks of ``split`` and score them after each inner step."""
+    cfg = exp.cfg
+    chunk = cfg.eval.chunk_size or getattr(exp.learner, "chunk_size", None) or 50
+    batches = exp.eval_batches(split, tasks, chunk)
+    if isinstance(exp.learner, MeanPredictor):
+        return exp.learner.evaluate(batches, resolve_eval(cfg).inner_steps or 0)
+    assert isinstance(exp.learner, MetaLearner)
+    inner, batch_size = _inner(exp, split)
+    return evaluate(
+        exp.learner.runner,
+        exp.learner.loss,
+        exp.learner.params,
+        batches,
+        inner,
+        exp.classification,
+        transductive=cfg.eval.transductive,
+        inner_batch_size=batch_size,
+        seed=cfg.eval.seed,
+    )
+
+
+def validation_metric(exp: Experiment) -> tuple[float, dict]:
+    """Validation score (higher is better: accuracy, or minus the loss) and a summary."""
+    result = evaluate_split(exp, "val", exp.cfg.train.val_tasks)
+    summary = {"loss": result.loss().mean, "loss_step0": result.loss(0).mean}
+    if exp.classification:
+        summary["accuracy"] = result.accuracy().mean
+        return summary["accuracy"], summary
+    return -summary["loss"], summary
+
+
+def run_test(
+    run_dir: Path,
+    checkpoint: str = "best",
+    exp: Experiment | None = None,
+    cfg: ExperimentConfig | None = None,
+) -> EvalResult:
+    """Meta-test a run's checkpoint; writes ``results.json`` and prints the table.
+
+    Args:
+        run_dir: the run directory.
+        checkpoint: "best", "last", "last.prev", or a path to a ``.safetensors`` checkpoint
+            directory/name saved by metagrad.
+        exp: an already built experiment (its model gets the checkpoint's weights).
+        cfg: the config to test with (default: the run's own ``config.toml``).
+    """
+    cfg = cfg or (exp.cfg if exp else load_config(run_dir / "config.toml"))
+    exp = exp or build_experiment(cfg)
+    source = _load_weights(exp, run_dir, checkpoint)
+    result = evaluate_split(exp, "test", cfg.eval.tasks)
+    report = {"name": cfg.name, "checkpoint": source, **result.to_dict()}
+    atomic_write_text(run_dir / RESULTS_FILE, json.dumps(report, indent=2) + "\n")
+    print(f"meta-test of {cfg.name} ({source}):\n{result.table()}", flush=True)
+    return result
+
+
+def _load_weights(exp: Experiment, run_dir: Path, checkpoint: str) -> str:
+    if isinstance(exp.learner, MeanPredictor):
+        return "no weights (mean predictor)"
+    if checkpoint == "untrained":
+        return f"untrained initialisation (seed {exp.cfg.seed})"
+    path = Path(checkpoint)
+    if path.suffix == ".safetensors" or path.parent != Path("."):
+        run_dir, checkpoint = path.parent, path.name.removesuffix(".safetensors")
+    weights, state = load_checkpoint(run_dir, checkpoint, expected=exp.model.state_dict())
+    exp.model.load_state_dict(weights)
+    return f"{checkpoint} at step {state['step']}"

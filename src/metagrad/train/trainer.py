@@ -1,0 +1,182 @@
+"""Meta-training: the outer loop, validation, best-checkpoint selection, exact resume.
+
+A run directory holds ``config.toml`` (the resolved config), ``metrics.jsonl``, TensorBoard
+events, checkpoints ``last`` and ``best`` and, after the final test, ``results.json``. A run
+stopped at any point (even ``kill -9``) resumes from ``last`` exactly: on CPU, N steps, resume
+and N more give bit-identical parameters to 2N uninterrupted steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from metagrad.config import ExperimentConfig, config_to_toml, load_config
+from metagrad.evaluate.protocol import EvalResult
+from metagrad.train.build import Experiment, build_experiment
+from metagrad.train.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from metagrad.train.io import atomic_write_text
+from metagrad.train.monitor import Monitor
+from metagrad.train.testing import run_test, validation_metric
+
+CONFIG_FILE = "config.toml"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    steps: int
+    best_metric: float | None
+    test: EvalResult | None
+
+
+def make_optimizer(cfg: ExperimentConfig, params) -> torch.optim.Optimizer:
+    t = cfg.train
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.outer_lr)
+    return torch.optim.SGD(params, lr=t.outer_lr)
+
+
+def outer_lr(cfg: ExperimentConfig, step: int) -> float:
+    """The outer learning rate at ``step`` (constant, or annealed linearly to 0 as Reptile)."""
+    t = cfg.train
+    if t.outer_lr_schedule == "linear":
+        return t.outer_lr * (1 - step / t.iterations)
+    return t.outer_lr
+
+
+def start_run(cfg: ExperimentConfig, run_dir: Path) -> None:
+    """Create ``run_dir`` with the resolved config; refuses to overwrite another run."""
+    if (run_dir / CONFIG_FILE).exists():
+        raise FileExistsError(
+            f"{run_dir} already holds a run. Resume it with `metagrad train --resume "
+            f"{run_dir}`, or choose another directory with --out."
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / CONFIG_FILE, config_to_toml(cfg, header=f"metagrad run {cfg.name}"))
+
+
+def train(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    resume: bool = False,
+    test: bool = True,
+    max_steps: int | None = None,
+) -> TrainResult:
+    """Meta-train ``cfg`` into ``run_dir`` (or resume the run there), then meta-test.
+
+    Args:
+        cfg: the experiment.
+        run_dir: the run directory (see module docstring).
+        resume: continue from the ``last`` checkpoint of ``run_dir``.
+        test: meta-test the best (else last) checkpoint at the end.
+        max_steps: stop after this step (for tests and time-boxed runs); the run can resume.
+    """
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    if not resume:
+        start_run(cfg, run_dir)
+    exp = build_experiment(cfg)
+    opt = make_optimizer(cfg, exp.model.parameters()) if _trainable(exp) else None
+    step, best = 0, None
+    if resume:
+        step, best = _restore(exp, opt, run_dir)
+    t = cfg.train
+    stop = min(t.iterations, max_steps or t.iterations)
+    monitor = Monitor(run_dir, t.iterations, step)
+    t_last, step_last = time.perf_counter(), step
+    try:
+        while step < stop and opt is not None:
+            for group in opt.param_groups:
+                group["lr"] = outer_lr(cfg, step)
+            batch = exp.train_tasks.sample(t.meta_batch_size).to(t.device)
+            opt.zero_grad(set_to_none=True)
+            out = exp.learner.backward(batch)
+            if t.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(exp.model.parameters(), t.grad_clip)
+            opt.step()
+            step += 1
+            loss = out.loss.item()
+            if not math.isfinite(loss) and batch.query_x.shape[1] > 0:
+                raise FloatingPointError(
+                    f"the meta-training loss became {loss} at step {step}: lower "
+                    "train.outer_lr or algorithm.inner_lr, or set train.grad_clip"
+                )
+            monitor.advance(step, loss)
+            if step % t.log_every == 0 or step == stop:
+                now = time.perf_counter()
+                rate = (step - step_last) * t.meta_batch_size / (now - t_last)
+                metrics = {"loss": loss, "lr": outer_lr(cfg, step - 1), "tasks_per_s": rate}
+                if exp.classification:
+                    acc = (out.query_out.argmax(-1) == batch.query_y).float().mean().item()
+                    metrics["accuracy"] = acc
+                monitor.log(step, "train", metrics)
+                t_last, step_last = now, step
+            if t.val_every and (step % t.val_every == 0 or step == t.iterations):
+                metric, summary = validation_metric(exp)
+                monitor.log(step, "val", summary)
+                if best is None or metric > best:
+                    best = metric
+                    _save(exp, opt, run_dir, "best", step, best)
+            if (t.checkpoint_every and step % t.checkpoint_every == 0) or step == stop:
+                _save(exp, opt, run_dir, "last", step, best)
+    finally:
+        monitor.close()
+    result = None
+    if test and step >= t.iterations:
+        result = run_test(run_dir, "best" if best is not None else "last", exp=exp)
+    return TrainResult(run_dir, step, best, result)
+
+
+def resume_run(run_dir: Path, **kw) -> TrainResult:
+    """Resume the run in ``run_dir`` with the config it was started with."""
+    cfg_path = run_dir / CONFIG_FILE
+    if not cfg_path.exists():
+        raise FileNotFoundError(
+            f"{run_dir} has no {CONFIG_FILE}: it is not a metagrad run directory. Start a run "
+            "with `metagrad train CONFIG --out RUN_DIR`."
+        )
+    return train(load_config(cfg_path), run_dir, resume=True, **kw)
+
+
+def _trainable(exp: Experiment) -> bool:
+    return hasattr(exp.learner, "backward")
+
+
+def _save(exp: Experiment, opt, run_dir: Path, name: str, step: int, best: float | None):
+    generators = {"reptile": exp.learner.generator} if _reptile_gen(exp) else {}
+    state = {
+        "step": step,
+        "optimizer": opt.state_dict(),
+        "rng": capture_rng_state(),
+        "sampler": exp.train_tasks.state_dict(),
+        "best_metric": best,
+        "torch_generators": {k: g.get_state() for k, g in generators.items()},
+    }
+    save_checkpoint(run_dir, name, exp.model.state_dict(), state)
+
+
+def _reptile_gen(exp: Experiment) -> bool:
+    return getattr(exp.learner, "generator", None) is not None
+
+
+def _restore(exp: Experiment, opt, run_dir: Path) -> tuple[int, float | None]:
+    weights, state = load_checkpoint(run_dir, "last", expected=exp.model.state_dict())
+    exp.model.load_state_dict(weights)
+    if opt is not None:
+        opt.load_state_dict(state["optimizer"])
+    restore_rng_state(state["rng"])
+    exp.train_tasks.load_state_dict(state["sampler"])
+    for name, s in state.get("torch_generators", {}).items():
+        if name == "reptile" and _reptile_gen(exp):
+            exp.learner.generator.set_state(s)
+    return state["step"], state["best_metric"]
