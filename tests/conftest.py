@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# Tests use one thread (and so do the commands they spawn): results are then bit-reproducible,
+# and small tensors do not pay OpenMP synchronisation, which on a loaded 2-core machine costs
+# milliseconds per operation.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 from metagrad.tasks.batch import TaskBatch
 

@@ -91,11 +91,13 @@ def train(
     if resume:
         step, best = _restore(exp, opt, run_dir)
     t = cfg.train
+    if opt is None:  # nothing to learn (the mean predictor): straight to the test
+        step = t.iterations
     stop = min(t.iterations, max_steps or t.iterations)
     monitor = Monitor(run_dir, t.iterations, step)
     t_last, step_last = time.perf_counter(), step
     try:
-        while step < stop and opt is not None:
+        while step < stop:
             for group in opt.param_groups:
                 group["lr"] = outer_lr(cfg, step)
             batch = exp.train_tasks.sample(t.meta_batch_size).to(t.device)

@@ -1,0 +1,127 @@
+"""The metagrad command: help, list, errors, test, plot, and a corrupted checkpoint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from metagrad.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
+SINE = str(ROOT / "configs" / "sinusoid" / "maml_10shot.toml")
+TINY = [
+    "--set",
+    "train.iterations=12",
+    "--set",
+    "train.val_every=6",
+    "--set",
+    "train.val_tasks=8",
+    "--set",
+    "train.checkpoint_every=4",
+    "--set",
+    "eval.tasks=10",
+    "--set",
+    "eval.inner_steps=2",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", SINE, *TINY, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    "command,expected",
+    [
+        ([], ["train", "test", "list", "plot", "data"]),
+        (["train"], ["--set", "--out", "--resume", "--no-test"]),
+        (["test"], ["--checkpoint", "--set", "results.json"]),
+        (["plot"], ["--baseline"]),
+        (["data", "download"], ["--root", "omniglot"]),
+    ],
+)
+def test_help_is_complete(command, expected, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*command, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for word in expected:
+        assert word in out
+
+
+def test_python_dash_m_works():
+    out = subprocess.run(
+        [sys.executable, "-m", "metagrad", "list"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    assert "configs/sinusoid/maml_10shot.toml" in out and "reptile" in out
+
+
+def test_train_prints_the_test_table(run_dir, capsys):
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["tasks"] == 10 and len(results["steps"]) == 3
+    assert "best at step" in results["checkpoint"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--set", "train.iteratons=5"], "did you mean 'train.iterations'"),
+        (["--set", "train.iterations=abc"], "train.iterations"),
+        (["--set", "model.name=conv5"], "conv5"),
+        (["--set", "oops"], "oops"),
+    ],
+)
+def test_config_errors_exit_2_with_a_clear_message(args, message, capsys, tmp_path):
+    assert main(["train", SINE, *args, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and message in err
+    assert not (tmp_path / "r").exists()  # nothing is written for a bad config
+
+
+def test_test_a_run_with_overrides(run_dir, capsys):
+    assert main(["test", str(run_dir), "--checkpoint", "last", "--set", "eval.tasks=7"]) == 0
+    assert "(7 tasks" in capsys.readouterr().out
+    assert json.loads((run_dir / "results.json").read_text())["tasks"] == 7
+
+
+def test_test_a_config_without_a_run_uses_the_untrained_model(tmp_path, capsys):
+    cfg = str(ROOT / "configs" / "sinusoid" / "mean_10shot.toml")
+    assert main(["test", cfg, "--set", "eval.tasks=9", "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "results.json").read_text())["tasks"] == 9
+
+
+def test_a_corrupted_checkpoint_is_a_clear_error_and_the_previous_one_works(
+    run_dir, capsys, tmp_path
+):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    data = (copy / "last.safetensors").read_bytes()
+    (copy / "last.safetensors").write_bytes(data[: len(data) // 2])  # truncated
+    assert main(["test", str(copy), "--checkpoint", "last"]) == 2
+    err = capsys.readouterr().err
+    assert "last.safetensors" in err and "last.prev" in err
+    assert main(["test", str(copy), "--checkpoint", "last.prev"]) == 0
+
+
+def test_resume_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "not a metagrad run directory" in capsys.readouterr().err
+
+
+def test_plot_writes_the_figures(run_dir):
+    pytest.importorskip("matplotlib")
+    assert main(["plot", str(run_dir), "--baseline", str(run_dir)]) == 0
+    for name in ("learning_curve.png", "adaptation.png"):
+        assert (run_dir / name).stat().st_size > 10_000

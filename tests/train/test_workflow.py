@@ -1,0 +1,129 @@
+"""The experiment workflow: run directory contents, exact resume (also after kill -9)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from metagrad.config import load_config
+from metagrad.train.checkpoint import load_checkpoint
+from metagrad.train.io import read_jsonl
+from metagrad.train.trainer import resume_run, train
+
+ROOT = Path(__file__).resolve().parents[2]
+SINE = ROOT / "configs" / "sinusoid" / "maml_10shot.toml"
+TINY = [
+    "train.iterations=20",
+    "train.val_every=10",
+    "train.val_tasks=10",
+    "train.log_every=5",
+    "train.checkpoint_every=5",
+    "eval.tasks=12",
+    "eval.inner_steps=3",
+]
+
+
+def tiny(name="maml_10shot", *extra):
+    return load_config(ROOT / "configs" / "sinusoid" / f"{name}.toml", [*TINY, *extra])
+
+
+def weights(run_dir, name="last"):
+    return load_checkpoint(run_dir, name)[0]
+
+
+def test_a_run_directory_has_everything(tmp_path):
+    result = train(tiny(), tmp_path / "run")
+    run = tmp_path / "run"
+    for f in (
+        "config.toml",
+        "metrics.jsonl",
+        "results.json",
+        "last.safetensors",
+        "best.safetensors",
+        "last.state.json",
+    ):
+        assert (run / f).exists(), f
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert load_config(run / "config.toml") == tiny()  # the resolved config round-trips
+    records = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in records if r["split"] == "train"] == [5, 10, 15, 20]
+    assert [r["step"] for r in records if r["split"] == "val"] == [10, 20]
+    assert result.test.losses.shape == (4, 12)
+
+
+@pytest.mark.parametrize("config", ["maml_10shot", "reptile_10shot"])
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, config):
+    train(tiny(config), tmp_path / "straight", test=False)
+    cut = train(tiny(config), tmp_path / "cut", test=False, max_steps=10)
+    assert cut.steps == 10
+    resume_run(tmp_path / "cut", test=False)
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [r["step"] for r in read_jsonl(tmp_path / "cut" / "metrics.jsonl")]
+    assert steps == [r["step"] for r in read_jsonl(tmp_path / "straight" / "metrics.jsonl")]
+
+
+def test_resume_after_kill_9_is_bit_identical(tmp_path):
+    overrides = [*TINY, "train.iterations=60", "train.checkpoint_every=3", "train.val_every=0"]
+    sets = [a for o in overrides for a in ("--set", o)]
+    cmd = [sys.executable, "-m", "metagrad", "train", str(SINE), *sets, "--no-test"]
+    subprocess.run(
+        [*cmd, "--out", str(tmp_path / "straight")], check=True, timeout=300, capture_output=True
+    )
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(tmp_path / "killed")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until it is mid-run, past a few checkpoints
+        lines = tmp_path / "killed" / "metrics.jsonl"
+        if lines.exists() and len(read_jsonl(lines)) >= 3:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(tmp_path / "killed", "last")[1]["step"]
+    assert 0 < killed_at < 60
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "metagrad",
+            "train",
+            "--resume",
+            str(tmp_path / "killed"),
+            "--no-test",
+        ],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "killed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_directory_is_never_overwritten(tmp_path):
+    train(tiny(), tmp_path / "run", test=False, max_steps=5)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny(), tmp_path / "run")
+
+
+@pytest.mark.parametrize("config", ["pretrained_10shot", "fomaml_10shot", "mean_10shot"])
+def test_every_sinusoid_algorithm_trains_and_tests(tmp_path, config):
+    result = train(tiny(config), tmp_path / "run")
+    assert result.test is not None and result.test.losses.shape[1] == 12
+
+
+def test_validation_keeps_the_best_checkpoint(tmp_path):
+    train(tiny(), tmp_path / "run", test=False)
+    val = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r["split"] == "val"]
+    best_step = min(val, key=lambda r: r["loss"])["step"]
+    assert load_checkpoint(tmp_path / "run", "best")[1]["step"] == best_step
