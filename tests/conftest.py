@@ -7,13 +7,13 @@ import os
 import pytest
 import torch
 
+from metagrad.tasks.batch import TaskBatch
+
 # Tests use one thread (and so do the commands they spawn): results are then bit-reproducible,
 # and small tensors do not pay OpenMP synchronisation, which on a loaded 2-core machine costs
 # milliseconds per operation.
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
-
-from metagrad.tasks.batch import TaskBatch
 
 
 @pytest.fixture(autouse=True)
