@@ -1,0 +1,245 @@
+"""MAML-TRPO (Finn et al. 2017, §5.3): policy-gradient adaptation, TRPO meta-update.
+
+One meta-iteration, all tasks batched (per-task parameters ``[tasks, ...]``):
+
+1. Sample ``trajs`` episodes per task with the meta-parameters ``theta``; process them
+   (discounted returns, per-task linear baseline, GAE, per-task advantage normalisation).
+2. Adapt: one REINFORCE step per inner step with :func:`metagrad.functional.adapt` on the
+   *sum* over tasks of each task's mean ``-log pi(a|s) * A`` (so each task gets its own
+   gradient). With several inner steps, fresh episodes are sampled with the parameters adapted
+   so far before each step, as the reference code does.
+3. Sample episodes with the adapted parameters (the "validation" episodes).
+4. TRPO on ``theta``: minimise the surrogate ``-mean_tasks mean_steps ratio * A`` where
+   ``ratio = pi_{theta'(theta)}(a|s) / pi_old(a|s)`` on the validation episodes (``theta'`` the
+   adapted parameters, a function of ``theta`` through the adaptation), subject to the mean
+   ``KL(pi_old || pi_{theta'(theta)}) <= max_kl``. The step direction is conjugate gradient on
+   exact Hessian-vector products of that KL *through the adaptation*; the step is backtracked
+   until the surrogate improves within the trust region.
+
+The losses and their conventions (advantage normalisation per task, as the references) are in
+:mod:`metagrad.rl.objectives`. As in the references, the dependence of the later episodes'
+*distribution* on ``theta`` is ignored (no DiCE / ProMP correction).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from metagrad.functional.optim import LearningRate, lr_schedule
+from metagrad.functional.params import Params
+from metagrad.rl.envs.base import BatchedEnv, Task
+from metagrad.rl.objectives import (
+    Batch,
+    adapt_policy,
+    old_policy,
+    process,
+    surrogate_and_kl,
+)
+from metagrad.rl.sampler import per_task, rollout
+from metagrad.rl.trajectories import Trajectories
+from metagrad.rl.trpo import (
+    conjugate_gradient,
+    flatten,
+    hessian_vector_product,
+    line_search,
+)
+
+
+@dataclass(frozen=True)
+class MAMLTRPOConfig:
+    """Hyper-parameters (defaults: the paper's, REFERENCE.md).
+
+    Attributes:
+        inner_lr: inner step size, or one per inner step (e.g. ``(0.1, 0.05)``).
+        inner_steps: adaptation steps during meta-training.
+        first_order: ignore second derivatives of the adaptation (FOMAML).
+        trajs: episodes per task per sampling (20; 40 for ant direction).
+        gamma: discount.
+        gae_lambda: GAE's lambda (1: plain returns minus baseline).
+        max_kl: trust region on the mean KL.
+        cg_iters: conjugate gradient iterations.
+        cg_damping: damping added to the Hessian-vector products.
+        ls_ratio: backtracking factor of the line search.
+        ls_steps: line search candidates.
+        fisher_tasks: compute the KL's Hessian on the first ``fisher_tasks`` tasks only
+            (faster; ``None``: all tasks).
+    """
+
+    inner_lr: float | Sequence[float] = 0.1
+    inner_steps: int = 1
+    first_order: bool = False
+    trajs: int = 20
+    gamma: float = 0.99
+    gae_lambda: float = 1.0
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_damping: float = 1e-5
+    ls_ratio: float = 0.8
+    ls_steps: int = 15
+    fisher_tasks: int | None = None
+
+
+def trpo_update(
+    policy: nn.Module,
+    theta: Params,
+    train: Sequence[Batch],
+    valid: Batch,
+    config: MAMLTRPOConfig,
+) -> tuple[Params, dict[str, Any]]:
+    """One TRPO step on the post-adaptation surrogate; returns new ``theta`` and statistics.
+
+    Args:
+        policy: the policy module.
+        theta: meta-parameters.
+        train: processed adaptation episodes, one batch per inner step.
+        valid: processed episodes sampled with the adapted parameters.
+        config: hyper-parameters.
+    """
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    theta = {k: v.detach().requires_grad_() for k, v in theta.items()}
+    adapted = adapt_policy(policy, theta, train, config.inner_lr, config.first_order)
+    old = old_policy(policy, adapted, valid)
+    loss, kl = surrogate_and_kl(policy, adapted, valid, old)
+    timings["adaptation"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    k = config.fisher_tasks
+    subset = k is not None and k < valid.obs.shape[0]
+    grads = torch.autograd.grad(loss, list(theta.values()), retain_graph=not subset)
+    grad = flatten(dict(zip(theta, grads)))
+    if subset:  # a smaller adaptation graph for the KL's Hessian: the first k tasks only
+        train_k = [b.select(slice(k)) for b in train]
+        sub = adapt_policy(policy, theta, train_k, config.inner_lr, config.first_order)
+        kl = surrogate_and_kl(policy, sub, valid.select(slice(k)), old.select(slice(k)))[1]
+    hvp = hessian_vector_product(kl, theta, config.cg_damping)
+    direction = conjugate_gradient(hvp, grad, config.cg_iters)
+    shs = direction @ hvp(direction)
+    full_step = torch.sqrt(2 * config.max_kl / (shs + 1e-8)) * direction
+    timings["conjugate_gradient"] = time.perf_counter() - start
+
+    def evaluate(candidate: Params) -> tuple[Tensor, Tensor]:
+        new = adapt_policy(policy, candidate, train, config.inner_lr, first_order=True)
+        return surrogate_and_kl(policy, new, valid, old)
+
+    start = time.perf_counter()
+    result = line_search(
+        evaluate,
+        theta,
+        full_step.detach(),
+        float(loss.detach()),
+        config.max_kl,
+        config.ls_ratio,
+        config.ls_steps,
+    )
+    timings["line_search"] = time.perf_counter() - start
+    new_theta = {k: v.detach().requires_grad_() for k, v in result.params.items()}
+    stats = {
+        "loss_before": float(loss.detach()),
+        "loss_after": result.loss,
+        "kl": result.kl,
+        "step_fraction": result.step_fraction,
+        "line_search_evaluations": result.evaluations,
+        "accepted": result.accepted,
+        "time": timings,
+    }
+    return new_theta, stats
+
+
+def _adapt_detached(
+    policy: nn.Module, params: Params, traj: Trajectories, lr: LearningRate, config: MAMLTRPOConfig
+) -> tuple[Batch, Params]:
+    batch = process(traj, config.gamma, config.gae_lambda)
+    new = adapt_policy(policy, params, [batch], lr, first_order=True)
+    return batch, {k: v.detach() for k, v in new.items()}
+
+
+def meta_iteration(
+    env: BatchedEnv,
+    policy: nn.Module,
+    theta: Params,
+    tasks: Sequence[Task],
+    config: MAMLTRPOConfig,
+    generator: torch.Generator | None = None,
+) -> tuple[Params, dict[str, Any]]:
+    """One MAML-TRPO meta-iteration on ``tasks`` (see the module docstring).
+
+    Args:
+        env: batched environment of the task family.
+        policy: the policy module.
+        theta: meta-parameters (e.g. ``dict(policy.named_parameters())``); not modified.
+        tasks: the meta-batch.
+        config: hyper-parameters.
+        generator: source of all sampling randomness.
+
+    Returns:
+        ``(new_theta, stats)``: new meta-parameters (leaf tensors requiring grad; load them
+        with ``policy.load_state_dict(new_theta, strict=False)`` to keep the module in sync)
+        and statistics: ``return_before`` / ``return_after`` (mean undiscounted episode
+        return before / after adaptation), ``returns`` (after each inner step), ``loss_before``,
+        ``loss_after``, ``kl``, ``step_fraction``, ``accepted``, and ``time`` (seconds spent in
+        ``sampling``, ``adaptation``, ``conjugate_gradient``, ``line_search``, ``total``).
+    """
+    if config.inner_steps < 1:
+        raise ValueError(f"MAML-TRPO needs inner_steps >= 1, got {config.inner_steps}")
+    begin = time.perf_counter()
+    lrs = lr_schedule(config.inner_lr, config.inner_steps)
+    timings = {"sampling": 0.0, "adaptation": 0.0}
+    params = per_task(policy, {k: v.detach() for k, v in theta.items()}, len(tasks))
+    train, returns = [], []
+    for lr in [*lrs, None]:
+        start = time.perf_counter()
+        traj = rollout(env, policy, params, tasks, config.trajs, generator)
+        timings["sampling"] += time.perf_counter() - start
+        returns.append(traj.mean_return())
+        start = time.perf_counter()
+        if lr is None:
+            valid = process(traj, config.gamma, config.gae_lambda)
+        else:
+            batch, params = _adapt_detached(policy, params, traj, lr, config)
+            train.append(batch)
+        timings["adaptation"] += time.perf_counter() - start
+    new_theta, stats = trpo_update(policy, theta, train, valid, config)
+    for key, value in stats.pop("time").items():
+        timings[key] = timings.get(key, 0.0) + value
+    timings["total"] = time.perf_counter() - begin
+    stats.update(return_before=returns[0], return_after=returns[-1], returns=returns, time=timings)
+    return new_theta, stats
+
+
+def evaluate_adaptation(
+    env: BatchedEnv,
+    policy: nn.Module,
+    theta: Params,
+    tasks: Sequence[Task],
+    trajs: int = 20,
+    inner_lr: LearningRate | Sequence[LearningRate] = (0.1, 0.05, 0.05),
+    steps: int = 3,
+    gamma: float = 0.99,
+    gae_lambda: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> list[float]:
+    """Mean episode return on ``tasks`` after 0, 1, ..., ``steps`` adaptation steps.
+
+    Each step samples ``trajs`` fresh episodes per task with the current (adapted) parameters
+    and takes one REINFORCE step on them, as at meta-training time (the paper's test protocol).
+
+    Returns:
+        ``steps + 1`` average undiscounted returns.
+    """
+    config = MAMLTRPOConfig(gamma=gamma, gae_lambda=gae_lambda)
+    lrs = lr_schedule(inner_lr, steps)
+    params = per_task(policy, {k: v.detach() for k, v in theta.items()}, len(tasks))
+    returns = []
+    for step in range(steps + 1):
+        traj = rollout(env, policy, params, tasks, trajs, generator)
+        returns.append(traj.mean_return())
+        if step < steps:
+            params = _adapt_detached(policy, params, traj, lrs[step], config)[1]
+    return returns
