@@ -105,3 +105,11 @@ def test_sgd_leaves_parameters_without_gradient_unchanged():
     p = {"a": torch.ones(2), "b": torch.ones(2)}
     new, _ = SGD().step(p, {"a": torch.ones(2)}, {}, 0.5, 0)
     assert torch.equal(new["a"], torch.full((2,), 0.5)) and new["b"] is p["b"]
+
+
+def test_views_taken_under_no_grad_are_still_adapted():
+    model, loss_fn, batch = setup()
+    with torch.no_grad():
+        params = {k: v.view_as(v) for k, v in split_state(model).params.items()}
+        phi = adapt(loss_fn, params, batch, inner_lr=0.1, inner_steps=1)
+    assert all(not torch.equal(phi[k], params[k]) for k in phi)

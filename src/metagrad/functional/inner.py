@@ -58,7 +58,15 @@ def prepare(params: Params) -> Params:
     meta-parameters stays); detached ones (evaluation, ``torch.no_grad`` callers) get a fresh
     differentiable alias.
     """
-    return {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in params.items()}
+    return {k: v if _in_graph(v) else v.detach().requires_grad_() for k, v in params.items()}
+
+
+def _in_graph(v: Tensor) -> bool:
+    """Whether gradients w.r.t. ``v`` reach it: a leaf that requires grad, or a result of
+    recorded operations. A view taken under ``torch.no_grad`` of a tensor that requires grad
+    reports ``requires_grad=True`` but autograd records its uses on the base, so it needs a
+    fresh alias too."""
+    return v.requires_grad and (v.grad_fn is not None or v._base is None)
 
 
 def adapt_steps(
