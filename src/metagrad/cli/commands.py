@@ -6,9 +6,17 @@ import argparse
 from pathlib import Path
 
 from metagrad.config import ALGORITHMS, MODELS, TASKS, ConfigError, load_config
+from metagrad.data.download import DownloadError
 from metagrad.train.checkpoint import CheckpointError
 
-USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, FileExistsError, ValueError)
+USER_ERRORS = (
+    ConfigError,
+    CheckpointError,
+    DownloadError,
+    FileNotFoundError,
+    FileExistsError,
+    ValueError,
+)
 CONFIG_DIR = Path("configs")
 
 

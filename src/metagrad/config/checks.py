@@ -98,12 +98,6 @@ def _cross_section(cfg: ExperimentConfig) -> list[Problem]:
             f"test-time adaptation runs {steps} step(s) but {source} lists {len(lr)} per-step "
             f"rates; set eval.inner_lr to one float or a list of {steps}",
         )
-    if not cfg.eval.transductive and getattr(model, "norm", None) == "transductive":
-        add(
-            "eval.transductive",
-            'is false, which needs running statistics, but model.norm = "transductive" keeps '
-            'none; use model.norm = "running" or eval.transductive = true',
-        )
     return problems
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from metagrad.algorithms import InnerLoop
 from metagrad.algorithms.learner import MetaLearner
@@ -13,6 +14,9 @@ from metagrad.evaluate.protocol import EvalResult, evaluate
 from metagrad.train.build import Experiment, build_experiment
 from metagrad.train.checkpoint import load_checkpoint
 from metagrad.train.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from metagrad.rl.testing import RLEvalResult
 
 RESULTS_FILE = "results.json"
 
@@ -36,17 +40,22 @@ def evaluate_split(exp: Experiment, split: str, tasks: int) -> EvalResult:
         return exp.learner.evaluate(batches, resolve_eval(cfg).inner_steps or 0)
     assert isinstance(exp.learner, MetaLearner)
     inner, batch_size = _inner(exp, split)
-    return evaluate(
-        exp.learner.runner,
-        exp.learner.loss,
-        exp.learner.params,
-        batches,
-        inner,
-        exp.classification,
-        transductive=cfg.eval.transductive,
-        inner_batch_size=batch_size,
-        seed=cfg.eval.seed,
-    )
+    training = exp.model.training
+    exp.model.eval()  # test-time behaviour: running statistics where the policy keeps them
+    try:
+        return evaluate(
+            exp.learner.runner,
+            exp.learner.loss,
+            exp.learner.params,
+            batches,
+            inner,
+            exp.classification,
+            transductive=cfg.eval.transductive,
+            inner_batch_size=batch_size,
+            seed=cfg.eval.seed,
+        )
+    finally:
+        exp.model.train(training)
 
 
 def validation_metric(exp: Experiment) -> tuple[float, dict]:
@@ -64,7 +73,7 @@ def run_test(
     checkpoint: str = "best",
     exp: Experiment | None = None,
     cfg: ExperimentConfig | None = None,
-) -> EvalResult:
+) -> EvalResult | RLEvalResult:
     """Meta-test a run's checkpoint; writes ``results.json`` and prints the table.
 
     Args:
@@ -75,6 +84,10 @@ def run_test(
         cfg: the config to test with (default: the run's own ``config.toml``).
     """
     cfg = cfg or (exp.cfg if exp else load_config(run_dir / "config.toml"))
+    if cfg.task.kind == "rl":  # meta-RL: average return after each adaptation step
+        from metagrad.rl.testing import run_rl_test
+
+        return run_rl_test(run_dir, checkpoint, cfg=cfg)
     exp = exp or build_experiment(cfg)
     source = _load_weights(exp, run_dir, checkpoint)
     result = evaluate_split(exp, "test", cfg.eval.tasks)
