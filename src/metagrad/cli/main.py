@@ -12,6 +12,8 @@ EPILOG = """examples:
   metagrad train --resume runs/o5
   metagrad test runs/o5 --checkpoint best --set eval.tasks=2000
   metagrad plot runs/sinusoid-maml-10shot
+  metagrad train configs/rl/maml_trpo_nav2d.toml
+  metagrad plot runs/maml-trpo-nav2d --baseline runs/pretrained-nav2d
   metagrad list
 """
 
@@ -75,10 +77,19 @@ def _parser() -> argparse.ArgumentParser:
         "plot",
         help="draw a run's figures (PNG)",
         description="Learning curve of a run; for sinusoid runs also the "
-        "adaptation figure of the MAML paper (Figure 2).",
+        "adaptation figure of the MAML paper (Figure 2); for RL runs the return against "
+        "the meta-iteration and against the adaptation steps (Figures 4 and 5) and the "
+        "time per phase of a meta-iteration.",
     )
     pl.add_argument("run_dir", type=Path)
-    pl.add_argument("--baseline", type=Path, help="a run to draw side by side (e.g. pretrained)")
+    pl.add_argument(
+        "--baseline",
+        type=Path,
+        action="append",
+        default=[],
+        help="a run to draw alongside (e.g. pretrained, or a `metagrad test CONFIG --out "
+        "DIR` of an untrained policy); repeatable",
+    )
 
     d = sub.add_parser("data", help="download data sets")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -91,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``metagrad`` console script."""
     args = _parser().parse_args(argv)
+    from metagrad.runtime import keep_freed_memory
+
+    keep_freed_memory()  # before the first large tensor: see metagrad.runtime
     from metagrad.cli import commands
 
     try:
