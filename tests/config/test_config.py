@@ -284,9 +284,9 @@ def test_int_is_accepted_where_float_is_expected(tmp_path):
 def test_unknown_variant_lists_choices(tmp_path):
     msg = error_of(tmp_path, SINE.replace('name = "mlp"', 'name = "conv5"'))
     assert msg.startswith("model.name 'conv5' in ")
-    assert msg.endswith("expected one of conv4, mlp; did you mean 'conv4'?")
+    assert msg.endswith("expected one of conv4, gaussian_mlp, mlp; did you mean 'conv4'?")
     msg = error_of(tmp_path, SINE.replace('"sinusoid"', '"xyz"'))
-    assert "task.family 'xyz'" in msg and "expected one of omniglot, sinusoid" in msg
+    assert "task.family 'xyz'" in msg and "navigation-2d, omniglot, sinusoid" in msg
 
 
 def test_bad_toml_names_file_line_and_column(tmp_path):
@@ -327,7 +327,7 @@ def test_missing_required_key_is_named(tmp_path, drop, expected):
 def test_missing_tag_lists_the_variants(tmp_path):
     msg = error_of(tmp_path, SINE.replace('name = "maml"\n', ""))
     assert "missing required key 'algorithm.name'" in msg
-    assert "fomaml, maml, mean, pretrained, reptile" in msg
+    assert "fomaml, maml, maml_trpo, mean, pretrained, pretrained_rl, reptile" in msg
 
 
 # ---------------------------------------------------------------------------- semantics
@@ -470,7 +470,8 @@ def test_variant_switch_applies_before_other_overrides(tmp_path):
     assert cfg.algorithm == FOMAMLConfig(inner_lr=0.01) and cfg.algorithm.first_order
     cfg = load_text(tmp_path, SINE, ["algorithm.name=reptile", "algorithm.inner_optimizer=adam"])
     assert cfg.algorithm == ReptileConfig(inner_lr=0.01, inner_optimizer="adam")
-    assert set(ALGORITHMS) == {"maml", "fomaml", "reptile", "pretrained", "mean"}
+    supervised = {"maml", "fomaml", "reptile", "pretrained", "mean"}
+    assert set(ALGORITHMS) == supervised | {"maml_trpo", "pretrained_rl"}
 
 
 def test_later_override_wins_and_input_is_not_modified():

@@ -4,10 +4,12 @@
 - ``adaptation.png`` (sinusoid runs): the MAML paper's Figure 2: for a few test sines, the true
   curve, the K support points, and the prediction before adaptation and after 1 and 10 steps;
   with ``--baseline RUN`` the baseline run (e.g. pretrained) is drawn beside it.
+- RL runs: the figures of :mod:`metagrad.rl.plots` (MAML's Figures 4 and 5).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +33,17 @@ def _pyplot():
     return plt
 
 
-def plot_run(run_dir: Path, baseline: Path | None = None) -> list[Path]:
-    """Draw the figures of ``run_dir`` into it; returns the files written."""
-    written = [learning_curve(run_dir)]
+def plot_run(run_dir: Path, baseline: Path | Sequence[Path] | None = None) -> list[Path]:
+    """Draw the figures of ``run_dir`` into it (with baseline runs); returns the files written."""
+    baselines = [baseline] if isinstance(baseline, Path) else list(baseline or [])
     cfg = load_config(run_dir / "config.toml")
+    if cfg.task.kind == "rl":
+        from metagrad.rl.plots import plot_rl_run
+
+        return plot_rl_run(run_dir, baselines)
+    written = [learning_curve(run_dir)]
     if isinstance(cfg.task, SinusoidTaskConfig):
-        written.append(sinusoid_adaptation(run_dir, baseline))
+        written.append(sinusoid_adaptation(run_dir, baselines))
     return written
 
 
@@ -85,7 +92,7 @@ def _adapted_curves(run_dir: Path, x_grid: torch.Tensor, tasks, steps=(0, 1, 10)
     return cfg.name, curves
 
 
-def sinusoid_adaptation(run_dir: Path, baseline: Path | None, tasks: int = 3) -> Path:
+def sinusoid_adaptation(run_dir: Path, baselines: Sequence[Path] = (), tasks: int = 3) -> Path:
     plt = _pyplot()
     cfg = load_config(run_dir / "config.toml")
     shots = resolve_eval(cfg).shots
@@ -93,7 +100,7 @@ def sinusoid_adaptation(run_dir: Path, baseline: Path | None, tasks: int = 3) ->
     batch, true = fixed_tasks(family, cfg.eval.seed, 0, tasks, shots, 0)
     grid = np.linspace(*cfg.task.x_range, 200)
     x_grid = torch.from_numpy(grid).float()[:, None]
-    runs = [run_dir] + ([baseline] if baseline else [])
+    runs = [run_dir, *baselines]
     fig, axes = plt.subplots(len(runs), tasks, figsize=(4 * tasks, 3.2 * len(runs)), squeeze=False)
     for row, run in enumerate(runs):
         name, curves = _adapted_curves(run, x_grid, list(batch))

@@ -14,6 +14,12 @@ from metagrad.config.checks import EvalSettings, config_problems, resolve_eval
 from metagrad.config.errors import ConfigError
 from metagrad.config.loader import load_config, read_toml
 from metagrad.config.overrides import Override, apply_overrides, parse_override
+from metagrad.config.rl_schema import (
+    GaussianMLPConfig,
+    MAMLTRPOAlgorithmConfig,
+    PretrainedRLConfig,
+    RLTaskConfig,
+)
 from metagrad.config.schema import (
     ALGORITHMS,
     MODELS,
@@ -50,13 +56,17 @@ __all__ = [
     "EvalSettings",
     "ExperimentConfig",
     "FOMAMLConfig",
+    "GaussianMLPConfig",
     "MAMLConfig",
+    "MAMLTRPOAlgorithmConfig",
     "MLPConfig",
     "MeanConfig",
     "ModelConfig",
     "OmniglotTaskConfig",
     "Override",
     "PretrainedConfig",
+    "PretrainedRLConfig",
+    "RLTaskConfig",
     "ReptileConfig",
     "SinusoidTaskConfig",
     "TaskConfig",

@@ -13,7 +13,9 @@ To add a variant (say task family ``"miniimagenet"`` or model ``"resnet12"``): w
 subclassing :class:`TaskConfig` / :class:`ModelConfig` / :class:`AlgorithmConfig`, set its tag
 class variable, optionally override ``problems()`` for semantic checks, and add it to
 :data:`TASKS` / :data:`MODELS` / :data:`ALGORITHMS`. The loader, the TOML writer, ``--set``
-overrides and the error messages pick it up from there.
+overrides and the error messages pick it up from there. The meta-RL variants live in
+:mod:`metagrad.config.rl_schema`, which adds them to the registries when imported (as
+``import metagrad.config`` does).
 """
 
 from __future__ import annotations
@@ -82,8 +84,8 @@ class TaskConfig(Section):
     """Base of task variants; the class variable ``family`` is the tag."""
 
     family: ClassVar[str]
-    kind: ClassVar[str]  # "regression" or "classification": which algorithms/losses apply
-    modality: ClassVar[str]  # "vector" or "image": which models can consume the inputs
+    kind: ClassVar[str]  # "regression", "classification" or "rl": which algorithms apply
+    modality: ClassVar[str]  # "vector", "image" or "state": which models consume the inputs
 
 
 @config_class

@@ -12,6 +12,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -28,6 +29,9 @@ from metagrad.train.io import atomic_write_text
 from metagrad.train.monitor import Monitor
 from metagrad.train.testing import run_test, validation_metric
 
+if TYPE_CHECKING:
+    from metagrad.rl.testing import RLEvalResult
+
 CONFIG_FILE = "config.toml"
 
 
@@ -36,7 +40,7 @@ class TrainResult:
     run_dir: Path
     steps: int
     best_metric: float | None
-    test: EvalResult | None
+    test: EvalResult | RLEvalResult | None
 
 
 def make_optimizer(cfg: ExperimentConfig, params) -> torch.optim.Optimizer:
@@ -81,6 +85,10 @@ def train(
         test: meta-test the best (else last) checkpoint at the end.
         max_steps: stop after this step (for tests and time-boxed runs); the run can resume.
     """
+    if cfg.task.kind == "rl":  # meta-RL: its own loop, the same run directory
+        from metagrad.rl.trainer import train_rl
+
+        return train_rl(cfg, run_dir, resume=resume, test=test, max_steps=max_steps)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     if not resume:

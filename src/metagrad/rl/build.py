@@ -1,0 +1,161 @@
+"""From an RL experiment config to the objects of a run: tasks, environment, policy, update.
+
+The one place that reads the sections of an RL config (:mod:`metagrad.config.rl_schema`) and
+calls the constructors of :mod:`metagrad.rl`; the RL trainer and tester only see the
+:class:`RLExperiment` it returns. Building a MuJoCo family starts its worker processes: close
+the experiment (or use it as a context manager) when done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from metagrad.config import (
+    ExperimentConfig,
+    GaussianMLPConfig,
+    MAMLTRPOAlgorithmConfig,
+    PretrainedRLConfig,
+    RLTaskConfig,
+)
+from metagrad.config.rl_schema import Navigation2DTaskConfig
+from metagrad.functional.params import Params
+from metagrad.rl.envs import TaskFamily, get_family, make_batched_env
+from metagrad.rl.envs.base import BatchedEnv, Task
+from metagrad.rl.maml_trpo import MAMLTRPOConfig, meta_iteration
+from metagrad.rl.policy import GaussianMLPPolicy
+from metagrad.rl.pretrain import multitask_iteration
+
+VAL_SEED_OFFSET = 1_000_003  # validation tasks come from a stream distinct from the test one
+
+
+@dataclass
+class RLExperiment:
+    """Everything an RL run needs, built from one config.
+
+    Attributes:
+        cfg: the experiment config.
+        family: the task distribution.
+        env: the batched environment (worker processes for MuJoCo families).
+        policy: the Gaussian MLP policy (its parameters are the initialisation).
+        update: the library's hyper-parameters: episodes per task, TRPO, inner loop (for the
+            pretrained baseline ``inner_lr`` is its test-time step size).
+        meta: ``True`` for MAML-TRPO, ``False`` for the multi-task pretrained baseline.
+    """
+
+    cfg: ExperimentConfig
+    family: TaskFamily
+    env: BatchedEnv
+    policy: GaussianMLPPolicy
+    update: MAMLTRPOConfig
+    meta: bool
+
+    def initial_theta(self) -> Params:
+        """Detached copies of the policy's initial parameters (seeded by ``cfg.seed``)."""
+        return {k: v.detach().clone() for k, v in self.policy.named_parameters()}
+
+    def as_theta(self, weights: Mapping[str, Tensor]) -> Params:
+        """``weights`` (e.g. loaded from a checkpoint) in the policy's parameter order.
+
+        The order fixes the layout of TRPO's flat vectors, hence the rounding of its sums: a
+        resumed run is bit-identical only with the same order.
+        """
+        return {k: weights[k] for k, _ in self.policy.named_parameters()}
+
+    def iteration(
+        self, theta: Params, tasks: Sequence[Task], generator: torch.Generator
+    ) -> tuple[Params, dict[str, Any]]:
+        """One meta-iteration (MAML-TRPO) or multi-task TRPO iteration (pretrained) on ``tasks``."""
+        if self.meta:
+            return meta_iteration(self.env, self.policy, theta, tasks, self.update, generator)
+        return multitask_iteration(self.env, self.policy, theta, tasks, self.update, generator)
+
+    def validation_steps(self) -> int:
+        """Adaptation steps before the validation return is measured (training's, else 1)."""
+        return self.update.inner_steps if self.meta else 1
+
+    def fixed_generator(self, split: str) -> torch.Generator:
+        """The generator of a fixed evaluation: its tasks, then its episodes ("val", "test")."""
+        offset = VAL_SEED_OFFSET if split == "val" else 0
+        return torch.Generator().manual_seed(self.cfg.eval.seed + offset)
+
+    def close(self) -> None:
+        """Stop the environment's worker processes (if any)."""
+        self.env.close()
+
+    def __enter__(self) -> RLExperiment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def env_kwargs(task: RLTaskConfig) -> dict[str, Any]:
+    """The environment constructor's arguments of a task section."""
+    if isinstance(task, Navigation2DTaskConfig):
+        return {"action_scale": task.action_scale}
+    return {"frame_skip": task.frame_skip}
+
+
+def update_config(cfg: ExperimentConfig) -> MAMLTRPOConfig:
+    """The library's :class:`MAMLTRPOConfig` of an RL config's task and algorithm sections."""
+    task, a = cfg.task, cfg.algorithm
+    assert isinstance(task, RLTaskConfig)
+    common: dict[str, Any] = {
+        "trajs": task.trajectories,
+        "gamma": a.gamma,
+        "gae_lambda": a.gae_lambda,
+        "max_kl": a.max_kl,
+        "cg_iters": a.cg_iters,
+        "cg_damping": a.cg_damping,
+        "ls_ratio": a.ls_backtrack_ratio,
+        "ls_steps": a.ls_max_steps,
+    }
+    if isinstance(a, MAMLTRPOAlgorithmConfig):
+        return MAMLTRPOConfig(
+            inner_lr=a.inner_lr,
+            inner_steps=a.inner_steps,
+            first_order=a.first_order,
+            fisher_tasks=a.fisher_tasks,
+            **common,
+        )
+    if isinstance(a, PretrainedRLConfig):
+        return MAMLTRPOConfig(inner_lr=a.lr, **common)
+    raise ValueError(f"no RL builder for algorithm {a.name!r}")
+
+
+def build_rl_experiment(cfg: ExperimentConfig) -> RLExperiment:
+    """Build the RL experiment of ``cfg`` (the policy is freshly initialised from ``cfg.seed``).
+
+    Raises:
+        ValueError: ``cfg`` is not an RL config.
+        ImportError: a MuJoCo family without gymnasium[mujoco] installed (says what to install).
+    """
+    task, model = cfg.task, cfg.model
+    if not isinstance(task, RLTaskConfig) or not isinstance(model, GaussianMLPConfig):
+        raise ValueError(
+            f"task family {task.family!r} with model {model.name!r} is not an RL experiment; "
+            "RL experiments use an RL task family and model 'gaussian_mlp'"
+        )
+    update = update_config(cfg)
+    family = get_family(task.family)
+    env = make_batched_env(
+        task.family,
+        horizon=task.horizon,
+        workers=getattr(task, "workers", None),
+        env_kwargs=env_kwargs(task),
+    )
+    try:
+        torch.manual_seed(cfg.seed)
+        policy = GaussianMLPPolicy(
+            env.obs_dim, env.act_dim, model.hidden, model.init_std, model.min_std
+        )
+    except BaseException:
+        env.close()
+        raise
+    meta = isinstance(cfg.algorithm, MAMLTRPOAlgorithmConfig)
+    return RLExperiment(cfg, family, env, policy, update, meta)

@@ -1,0 +1,204 @@
+"""Figures of RL runs (``metagrad plot RUN_DIR [--baseline RUN ...]``), as MAML's Figures 4, 5.
+
+- ``return_vs_iteration.png``: average return before and after adaptation against the
+  meta-iteration (training episodes; validation tasks as markers); a baseline run's training
+  return is drawn alongside.
+- ``return_vs_steps.png``: average return on the 40 test tasks against the number of
+  adaptation steps (from each run's ``results.json``, with 95% intervals): MAML and the
+  baselines (pretrained, random initialisation: ``metagrad test CONFIG --out DIR`` writes one),
+  with the paper's MAML curve and oracle where REFERENCE.md has them.
+- ``timing.png``: where each meta-iteration's time goes (sampling, adaptation, conjugate
+  gradient, line search).
+- ``trajectories.png`` (2D navigation): the paths of a few episodes to the first test goal before
+  adaptation and after 1 and 3 steps (``eval.inner_steps``), for the run and each baseline run
+  (the lower half of Figure 4).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from metagrad.cli.plots import _pyplot
+from metagrad.config import load_config, resolve_eval
+from metagrad.functional.optim import lr_schedule
+from metagrad.rl.build import build_rl_experiment
+from metagrad.rl.objectives import adapt_policy, process
+from metagrad.rl.sampler import per_task, rollout
+from metagrad.rl.testing import RESULTS_FILE, load_theta
+from metagrad.train.checkpoint import intact_checkpoints
+from metagrad.train.io import read_jsonl
+
+# The paper's average returns after 0..3 steps and the oracle's (REFERENCE.md; Figures 4, 5).
+PAPER: dict[str, tuple[tuple[float, ...], float]] = {
+    "navigation-2d": ((-40.41, -11.68, -3.33, -3.23), -2.29),
+    "half-cheetah-vel": ((-129.53, -78.57, -66.62, -60.78), -54.47),
+    "half-cheetah-dir": ((-50.69, 293.19, 313.48, 315.65), 442.69),
+    "ant-vel": ((30.58, 96.74, 100.06, 101.41), 107.89),
+    "ant-dir": ((8.66, 499.15, 500.68, 499.11), 524.80),
+}
+PHASES = ("sampling", "adaptation", "processing", "conjugate_gradient", "line_search")
+
+
+def plot_rl_run(run_dir: Path, baselines: Sequence[Path] = ()) -> list[Path]:
+    """Draw the figures of the RL run ``run_dir`` into it; returns the files written."""
+    cfg = load_config(run_dir / "config.toml")
+    written = [return_vs_iteration(run_dir, baselines), timing(run_dir)]
+    runs = [r for r in [run_dir, *baselines] if (r / RESULTS_FILE).exists()]
+    if runs:
+        written.append(return_vs_steps(runs, cfg.task.family, run_dir))
+    if cfg.task.family == "navigation-2d":
+        written.append(trajectories(run_dir, baselines))
+    return written
+
+
+def _label(run: Path) -> str:
+    results = run / RESULTS_FILE
+    if results.exists():
+        report = json.loads(results.read_text())
+        if str(report.get("checkpoint", "")).startswith("untrained"):
+            return f"{report['name']} (random init)"
+        return f"{report['name']} ({report.get('algorithm', '?')})"
+    return run.name
+
+
+def _records(run: Path, split: str) -> list[dict]:
+    path = run / "metrics.jsonl"
+    return [r for r in read_jsonl(path) if r.get("split") == split] if path.exists() else []
+
+
+def return_vs_iteration(run_dir: Path, baselines: Sequence[Path] = ()) -> Path:
+    """Return before / after adaptation against the meta-iteration."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, run in enumerate([run_dir, *baselines]):
+        color, name = f"C{i}", _label(run)
+        train = _records(run, "train")
+        if not train:  # e.g. the test of an untrained policy: nothing was trained
+            continue
+        steps = [r["step"] for r in train]
+        before = [r["return_before"] for r in train]
+        ax.plot(steps, before, ":", color=color, label=f"{name}: before adaptation")
+        if "return_after" in train[0]:
+            after = [r["return_after"] for r in train]
+            ax.plot(steps, after, "-", color=color, label=f"{name}: after adaptation")
+        val = _records(run, "val")
+        if val:
+            ax.plot(
+                [r["step"] for r in val],
+                [r["return_after"] for r in val],
+                "o",
+                color=color,
+                ms=4,
+                label=f"{name}: validation tasks, after adaptation",
+            )
+    ax.set(xlabel="meta-iteration", ylabel="average return")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle(f"{run_dir.name}: return before (dotted) and after adaptation", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, plt, run_dir / "return_vs_iteration.png")
+
+
+def return_vs_steps(runs: Sequence[Path], family: str, out_dir: Path) -> Path:
+    """Test return against the number of adaptation steps, each run with its 95% interval."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    reports = [json.loads((run / RESULTS_FILE).read_text()) for run in runs]
+    for i, (run, report) in enumerate(zip(runs, reports)):
+        rows = report["steps"]
+        ax.errorbar(
+            [r["step"] for r in rows],
+            [r["return"]["mean"] for r in rows],
+            yerr=[r["return"]["ci95"] for r in rows],
+            marker="o",
+            capsize=3,
+            color=f"C{i}",
+            label=_label(run),
+        )
+    if family in PAPER:
+        paper, oracle = PAPER[family]
+        ax.plot(range(len(paper)), paper, "k--", alpha=0.5, label="MAML (paper)")
+        ax.axhline(oracle, color="k", ls=":", alpha=0.5, label="oracle (paper)")
+    ax.set(xlabel="number of gradient steps", ylabel="average return", title=family)
+    ax.set_xticks(range(max(len(report["steps"]) for report in reports)))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, plt, out_dir / "return_vs_steps.png")
+
+
+def timing(run_dir: Path) -> Path:
+    """Seconds per meta-iteration, stacked by phase."""
+    plt = _pyplot()
+    train = _records(run_dir, "train")
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    steps = [r["step"] for r in train]
+    phases = [p for p in PHASES if train and f"time_{p}" in train[0]]
+    if phases:
+        stacks = [[r.get(f"time_{p}", 0.0) for r in train] for p in phases]
+        ax.stackplot(steps, stacks, labels=[p.replace("_", " ") for p in phases], alpha=0.8)
+        ax.plot(steps, [r["time_total"] for r in train], "k-", lw=0.8, label="total")
+        means = ", ".join(f"{p} {sum(s) / len(s):.2f}" for p, s in zip(phases, stacks))
+        ax.set_title(f"mean s/iteration: {means}", fontsize=8)
+        ax.legend(fontsize=7, loc="upper left")
+    ax.set(xlabel="meta-iteration", ylabel="seconds")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, plt, run_dir / "timing.png")
+
+
+def _paths(run: Path, shown: int = 3):
+    """Goal and positions ``{steps: [episode [T, 2]]}`` of episodes on the first test goal,
+    before adaptation, after 1 step and after the test's last step."""
+    cfg = load_config(run / "config.toml")
+    ev = resolve_eval(cfg)
+    lrs = lr_schedule(ev.inner_lr, ev.inner_steps)
+    steps = sorted({0, min(1, ev.inner_steps), ev.inner_steps})
+    with build_rl_experiment(cfg) as exp:
+        checkpoints = intact_checkpoints(run)
+        name = next((n for n in ("best", "last") if n in checkpoints), "untrained")
+        theta = load_theta(exp, run, name)[0]
+        generator = exp.fixed_generator("test")
+        task = exp.family.sample_tasks(1, generator)
+        params = per_task(exp.policy, theta, 1)
+        paths = {}
+        for k in range(ev.inner_steps + 1):
+            traj = rollout(exp.env, exp.policy, params, task, cfg.task.trajectories, generator)
+            if k in steps:
+                lengths = traj.lengths()[0].long().tolist()
+                paths[k] = [traj.obs[0, e, : lengths[e]].numpy() for e in range(shown)]
+            if k < ev.inner_steps:
+                batch = process(traj, exp.update.gamma, exp.update.gae_lambda)
+                new = adapt_policy(exp.policy, params, [batch], lrs[k], first_order=True)
+                params = {n: v.detach() for n, v in new.items()}
+    return task[0]["goal"], paths
+
+
+def trajectories(run_dir: Path, baselines: Sequence[Path] = ()) -> Path:
+    """Episodes on the first test goal before and after adaptation (2D navigation)."""
+    plt = _pyplot()
+    runs = [r for r in [run_dir, *baselines] if (r / "config.toml").exists()]
+    fig, axes = plt.subplots(1, len(runs), figsize=(4 * len(runs), 4), squeeze=False)
+    for ax, run in zip(axes[0], runs):
+        goal, paths = _paths(run)
+        for i, ((k, episodes), style) in enumerate(zip(paths.items(), (":", "--", "-"))):
+            for e, path in enumerate(episodes):
+                label = f"{k} steps" if e == 0 else None
+                ax.plot(path[:, 0], path[:, 1], style, color=f"C{i}", label=label, lw=1)
+        ax.plot(*goal, "r*", ms=12, label="goal")
+        ax.plot(0, 0, "ko", ms=4)
+        ax.set(xlim=(-0.6, 0.6), ylim=(-0.6, 0.6), aspect="equal", title=_label(run))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, plt, run_dir / "trajectories.png")
+
+
+def _save(fig, plt, path: Path) -> Path:
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["plot_rl_run", "return_vs_iteration", "return_vs_steps", "timing", "trajectories"]

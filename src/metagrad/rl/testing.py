@@ -1,0 +1,192 @@
+"""Meta-testing of RL runs: the average return on fixed tasks after 0, 1, ..., k adaptation steps.
+
+The paper's protocol (MAML §5.3): ``task.test_tasks`` (40) tasks drawn with a fixed seed
+(``eval.seed``); for each task, sample ``task.test_trajectories`` episodes with the current
+parameters, record their mean return, take one policy-gradient step on them (step sizes
+``eval.inner_lr``, e.g. 0.1 then 0.05) and repeat, ``eval.inner_steps`` times. Reported: the
+mean over tasks of each task's mean return after each step, with a 95% interval
+``1.96 * std / sqrt(tasks)`` over tasks. The same fixed generator gives the same tasks and
+episodes to every run, so MAML, the pretrained policy and a random initialisation are compared
+on identical tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from metagrad.config import ExperimentConfig, load_config, resolve_eval
+from metagrad.evaluate.protocol import Summary, summarize
+from metagrad.functional.optim import LearningRate, lr_schedule
+from metagrad.functional.params import Params
+from metagrad.rl.build import RLExperiment, build_rl_experiment
+from metagrad.rl.envs.base import BatchedEnv, Task
+from metagrad.rl.objectives import adapt_policy, process
+from metagrad.rl.sampler import per_task, rollout
+from metagrad.train.checkpoint import load_checkpoint
+from metagrad.train.io import atomic_write_text
+
+RESULTS_FILE = "results.json"
+
+
+@dataclass(frozen=True)
+class RLEvalResult:
+    """Per-task mean episode return after each adaptation step.
+
+    Attributes:
+        returns: ``[steps + 1, tasks]``: row ``s`` after ``s`` adaptation steps.
+        trajectories: episodes per task per step.
+        seconds: wall time of the evaluation.
+    """
+
+    returns: np.ndarray
+    trajectories: int
+    seconds: float = 0.0
+
+    @property
+    def tasks(self) -> int:
+        return self.returns.shape[1]
+
+    def mean_return(self, step: int = -1) -> Summary:
+        """Mean over tasks and 95% interval after ``step`` adaptation steps."""
+        return summarize(self.returns[step])
+
+    def to_dict(self) -> dict:
+        """JSON-able: per step, mean and 95% interval of the return."""
+        steps = [
+            {"step": s, "return": vars(self.mean_return(s))} for s in range(self.returns.shape[0])
+        ]
+        return {
+            "tasks": self.tasks,
+            "trajectories": self.trajectories,
+            "seconds": self.seconds,
+            "steps": steps,
+        }
+
+    def table(self) -> str:
+        """A Markdown table: one row per adaptation step."""
+        rows = ["| step | average return |", "| --- | --- |"]
+        rows += [f"| {s} | {self.mean_return(s)} |" for s in range(self.returns.shape[0])]
+        return "\n".join(rows) + (
+            f"\n\n({self.tasks} tasks x {self.trajectories} episodes, mean ± 95% interval)"
+        )
+
+
+def adaptation_returns(
+    env: BatchedEnv,
+    policy: nn.Module,
+    theta: Params,
+    tasks: Sequence[Task],
+    trajs: int,
+    inner_lr: LearningRate | Sequence[LearningRate],
+    steps: int,
+    gamma: float = 0.99,
+    gae_lambda: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> np.ndarray:
+    """Each task's mean return after 0..``steps`` policy-gradient steps: ``[steps + 1, tasks]``.
+
+    The same computation as :func:`metagrad.rl.maml_trpo.evaluate_adaptation` (which returns
+    the mean over tasks), kept per task for the intervals.
+    """
+    lrs = lr_schedule(inner_lr, steps)
+    params = per_task(policy, {k: v.detach() for k, v in theta.items()}, len(tasks))
+    rows = []
+    for step in range(steps + 1):
+        traj = rollout(env, policy, params, tasks, trajs, generator)
+        rows.append(traj.returns().mean(1).double().numpy())
+        if step < steps:
+            batch = process(traj, gamma, gae_lambda)
+            new = adapt_policy(policy, params, [batch], lrs[step], first_order=True)
+            params = {k: v.detach() for k, v in new.items()}
+    return np.stack(rows)
+
+
+def evaluate_split(
+    exp: RLExperiment,
+    theta: Params,
+    split: str,
+    tasks: int,
+    steps: int,
+    inner_lr: LearningRate | Sequence[LearningRate],
+    trajs: int,
+) -> RLEvalResult:
+    """Adapt to ``tasks`` fixed tasks of ``split`` ("val" or "test") and score each step."""
+    start = time.perf_counter()
+    generator = exp.fixed_generator(split)
+    fixed = exp.family.sample_tasks(tasks, generator)
+    u = exp.update
+    returns = adaptation_returns(
+        exp.env, exp.policy, theta, fixed, trajs, inner_lr, steps, u.gamma, u.gae_lambda, generator
+    )
+    return RLEvalResult(returns, trajs, time.perf_counter() - start)
+
+
+def validate(exp: RLExperiment, theta: Params) -> RLEvalResult:
+    """Return on ``train.val_tasks`` fixed validation tasks after training's adaptation."""
+    steps = exp.validation_steps()
+    trajs = exp.cfg.task.trajectories
+    return evaluate_split(
+        exp, theta, "val", exp.cfg.train.val_tasks, steps, exp.update.inner_lr, trajs
+    )
+
+
+def load_theta(exp: RLExperiment, run_dir: Path, checkpoint: str) -> tuple[Params, str]:
+    """The parameters of ``checkpoint`` ("best", "last", "last.prev", a ``.safetensors``
+    path, or "untrained" for the seeded initialisation) and a description of them."""
+    if checkpoint == "untrained":
+        return exp.initial_theta(), f"untrained initialisation (seed {exp.cfg.seed})"
+    path = Path(checkpoint)
+    if path.suffix == ".safetensors" or path.parent != Path("."):
+        run_dir, checkpoint = path.parent, path.name.removesuffix(".safetensors")
+    weights, state = load_checkpoint(run_dir, checkpoint, expected=exp.policy.state_dict())
+    return exp.as_theta(weights), f"{checkpoint} at step {state['step']}"
+
+
+def run_rl_test(
+    run_dir: Path,
+    checkpoint: str = "best",
+    cfg: ExperimentConfig | None = None,
+    exp: RLExperiment | None = None,
+) -> RLEvalResult:
+    """Meta-test an RL run's checkpoint; writes ``results.json`` and prints the table.
+
+    Args:
+        run_dir: the run directory (results.json goes there).
+        checkpoint: see :func:`load_theta`.
+        cfg: the config to test with (default: the run's own ``config.toml``).
+        exp: an already built experiment of ``cfg`` (kept open); else one is built and closed.
+    """
+    cfg = cfg or (exp.cfg if exp else load_config(run_dir / "config.toml"))
+    owned = exp is None
+    exp = exp or build_rl_experiment(cfg)
+    try:
+        theta, source = load_theta(exp, run_dir, checkpoint)
+        ev = resolve_eval(cfg)
+        assert ev.inner_lr is not None  # RL algorithms always adapt
+        trajs = cfg.task.test_trajectories or cfg.task.trajectories
+        result = evaluate_split(
+            exp, theta, "test", cfg.task.test_tasks, ev.inner_steps, ev.inner_lr, trajs
+        )
+    finally:
+        if owned:
+            exp.close()
+    lrs = lr_schedule(ev.inner_lr, ev.inner_steps)
+    report = {
+        "name": cfg.name,
+        "checkpoint": source,
+        "family": cfg.task.family,
+        "algorithm": cfg.algorithm.name,
+        "inner_lr": [float(lr) for lr in lrs],
+        **result.to_dict(),
+    }
+    atomic_write_text(run_dir / RESULTS_FILE, json.dumps(report, indent=2) + "\n")
+    print(f"meta-test of {cfg.name} ({source}):\n{result.table()}", flush=True)
+    return result

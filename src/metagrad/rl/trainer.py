@@ -1,0 +1,186 @@
+"""The run loop of RL experiments, with the run-directory contract of every metagrad run.
+
+``metagrad train configs/rl/maml_trpo_nav2d.toml`` lands here (through
+:func:`metagrad.train.trainer.train`, which dispatches on ``cfg.task.kind == "rl"``). The run
+directory holds the same files as a supervised run's:
+
+- ``config.toml``: the resolved config;
+- ``metrics.jsonl`` and TensorBoard events: per logged meta-iteration ("train") the return
+  before and after adaptation, the surrogate loss, the KL, the line search's outcome and the
+  seconds spent ``time_sampling`` / ``time_adaptation`` / ``time_conjugate_gradient`` /
+  ``time_line_search`` / ``time_total`` (for MuJoCo, ``time_env_workers`` simulating and
+  ``time_env_ipc`` talking to the workers, both within sampling); per validation ("val") the
+  return before and after adaptation on fixed validation tasks and its wall time;
+- checkpoints ``last`` and ``best`` (highest validation return after adaptation) holding the
+  policy parameters as weights and the step, the best metric and the states of every random
+  number generator (the global ones and the generator all sampling draws from);
+- ``results.json`` after the final test (:mod:`metagrad.rl.testing`).
+
+A stopped run resumes exactly: on CPU with one thread, N iterations, resume and N more give
+bit-identical parameters to 2N uninterrupted ones (validation draws from its own fixed
+generator, so it never shifts the training stream).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metagrad.config import ExperimentConfig
+from metagrad.functional.params import Params
+from metagrad.rl.build import RLExperiment, build_rl_experiment
+from metagrad.rl.testing import run_rl_test, validate
+from metagrad.train.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from metagrad.train.monitor import Monitor
+from metagrad.train.trainer import TrainResult, start_run
+
+TIMED = ("sampling", "adaptation", "processing", "conjugate_gradient", "line_search", "total")
+
+
+def iteration_metrics(stats: dict[str, Any], env_time: dict[str, float]) -> dict[str, Any]:
+    """The flat ``metrics.jsonl`` record of one iteration's statistics.
+
+    Args:
+        stats: what :func:`metagrad.rl.maml_trpo.meta_iteration` (or the pretrained baseline's
+            iteration) returned.
+        env_time: seconds spent in the environment workers during the iteration, by name.
+    """
+    metrics: dict[str, Any] = {"return_before": stats["return_before"]}
+    if "return_after" in stats:
+        metrics["return_after"] = stats["return_after"]
+    returns = stats.get("returns", [])
+    if len(returns) > 2:  # several inner steps: the return after each
+        metrics.update({f"return_step{k}": r for k, r in enumerate(returns)})
+    for key in ("loss_before", "loss_after", "kl", "step_fraction", "accepted"):
+        metrics[key] = stats[key]
+    metrics.update({f"time_{k}": v for k, v in stats["time"].items() if k in TIMED})
+    metrics.update({f"time_{k}": v for k, v in env_time.items()})
+    return metrics
+
+
+def _env_clock(exp: RLExperiment) -> dict[str, float]:
+    """Cumulative seconds the environment workers spent simulating and communicating."""
+    stats = getattr(exp.env, "stats", None)
+    if not stats:
+        return {}
+    return {"env_workers": stats["worker_s"], "env_ipc": stats["round_trip_s"] - stats["worker_s"]}
+
+
+def train_rl(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    resume: bool = False,
+    test: bool = True,
+    max_steps: int | None = None,
+) -> TrainResult:
+    """Meta-train the RL experiment ``cfg`` into ``run_dir`` (or resume it), then meta-test.
+
+    Args:
+        cfg: an RL experiment (task kind "rl").
+        run_dir: the run directory (see the module docstring).
+        resume: continue from the ``last`` checkpoint of ``run_dir``.
+        test: meta-test the best (else last) checkpoint once all iterations are done.
+        max_steps: stop after this meta-iteration (the run can be resumed).
+
+    Returns:
+        The run directory, the meta-iterations done, the best validation return and the test
+        result (:class:`metagrad.rl.testing.RLEvalResult`) if it ran.
+    """
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    if not resume:
+        start_run(cfg, run_dir)
+    t = cfg.train
+    with build_rl_experiment(cfg) as exp:
+        theta = exp.initial_theta()
+        generator = torch.Generator().manual_seed(cfg.seed)  # tasks, actions and resets
+        step, best = 0, None
+        if resume:
+            theta, step, best = _restore(exp, generator, run_dir)
+        stop = min(t.iterations, max_steps or t.iterations)
+        monitor = Monitor(run_dir, t.iterations, step)
+        try:
+            while step < stop:
+                theta, stats = _iteration(exp, theta, generator)
+                step += 1
+                monitor.advance(step, stats["loss_after"])
+                if step % t.log_every == 0 or step == stop:
+                    monitor.log(step, "train", stats)
+                if t.val_every and (step % t.val_every == 0 or step == t.iterations):
+                    metric, summary = _validate(exp, theta)
+                    monitor.log(step, "val", summary)
+                    if best is None or metric > best:
+                        best = metric
+                        _save(run_dir, "best", theta, generator, step, best)
+                if (t.checkpoint_every and step % t.checkpoint_every == 0) or step == stop:
+                    _save(run_dir, "last", theta, generator, step, best)
+        finally:
+            monitor.close()
+        result = None
+        if test and step >= t.iterations:
+            checkpoint = "best" if best is not None else "last"
+            result = run_rl_test(run_dir, checkpoint, cfg=cfg, exp=exp)
+    return TrainResult(run_dir, step, best, result)
+
+
+def _iteration(
+    exp: RLExperiment, theta: Params, generator: torch.Generator
+) -> tuple[Params, dict[str, Any]]:
+    clock = _env_clock(exp)
+    tasks = exp.family.sample_tasks(exp.cfg.train.meta_batch_size, generator)
+    theta, stats = exp.iteration(theta, tasks, generator)
+    env_time = {k: v - clock[k] for k, v in _env_clock(exp).items()}
+    metrics = iteration_metrics(stats, env_time)
+    if not math.isfinite(metrics["return_before"]):
+        raise FloatingPointError(
+            f"the episode return became {metrics['return_before']}: lower algorithm.max_kl or "
+            "the inner step size (algorithm.inner_lr)"
+        )
+    return theta, metrics
+
+
+def _validate(exp: RLExperiment, theta: Params) -> tuple[float, dict[str, float]]:
+    """The validation metric (return after adaptation; higher is better) and its summary."""
+    result = validate(exp, theta)
+    after = result.mean_return()
+    summary = {
+        "return_before": result.mean_return(0).mean,
+        "return_after": after.mean,
+        "return_after_ci95": after.ci95,
+        "time": result.seconds,
+    }
+    return after.mean, summary
+
+
+def _save(
+    run_dir: Path,
+    name: str,
+    theta: Params,
+    generator: torch.Generator,
+    step: int,
+    best: float | None,
+) -> None:
+    state = {
+        "step": step,
+        "rng": capture_rng_state(),
+        "generator": generator.get_state(),
+        "best_metric": best,
+    }
+    save_checkpoint(run_dir, name, {k: v.detach() for k, v in theta.items()}, state)
+
+
+def _restore(
+    exp: RLExperiment, generator: torch.Generator, run_dir: Path
+) -> tuple[Params, int, float | None]:
+    weights, state = load_checkpoint(run_dir, "last", expected=exp.policy.state_dict())
+    restore_rng_state(state["rng"])
+    generator.set_state(state["generator"])
+    return exp.as_theta(weights), state["step"], state["best_metric"]

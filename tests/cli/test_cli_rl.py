@@ -1,0 +1,111 @@
+"""The metagrad command on RL experiments: train, test (run, checkpoint, config), resume, plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from metagrad.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
+NAV = str(ROOT / "configs" / "rl" / "maml_trpo_nav2d.toml")
+PRETRAINED = str(ROOT / "configs" / "rl" / "pretrained_nav2d.toml")
+TINY = [
+    f"--set={o}"
+    for o in (
+        "task.horizon=15",
+        "task.trajectories=4",
+        "task.test_tasks=6",
+        "model.hidden=[16]",
+        "train.iterations=4",
+        "train.meta_batch_size=3",
+        "train.val_every=2",
+        "train.val_tasks=3",
+    )
+]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_rl")
+    assert main(["train", NAV, *TINY, "--out", str(root / "maml")]) == 0
+    assert main(["train", PRETRAINED, *TINY, "--out", str(root / "pretrained")]) == 0
+    return root
+
+
+def steps_of(run: Path) -> list[dict]:
+    return json.loads((run / "results.json").read_text())["steps"]
+
+
+def test_train_writes_the_run_and_tests_it_on_fixed_tasks(runs):
+    run = runs / "maml"
+    for f in ("config.toml", "metrics.jsonl", "best.safetensors", "last.safetensors"):
+        assert (run / f).exists(), f
+    report = json.loads((run / "results.json").read_text())
+    assert report["tasks"] == 6 and report["trajectories"] == 4
+    assert [s["step"] for s in report["steps"]] == [0, 1, 2, 3]
+    assert all({"mean", "ci95"} == set(s["return"]) for s in report["steps"])
+
+
+def test_test_a_run_prints_the_table_and_repeats_exactly(runs, capsys):
+    run = runs / "maml"
+    before = steps_of(run)
+    assert main(["test", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "| step | average return |" in out and "best at step" in out
+    assert steps_of(run) == before  # fixed tasks, fixed episodes
+    assert main(["test", str(run), "--checkpoint", "last", "--set", "task.test_tasks=3"]) == 0
+    assert json.loads((run / "results.json").read_text())["tasks"] == 3
+
+
+def test_test_a_config_evaluates_a_randomly_initialised_policy(tmp_path, capsys):
+    out = tmp_path / "random"
+    assert main(["test", NAV, *TINY, "--out", str(out)]) == 0
+    report = json.loads((out / "results.json").read_text())
+    assert report["checkpoint"].startswith("untrained") and len(report["steps"]) == 4
+
+
+def test_resume_of_a_finished_run_only_tests(runs, capsys):
+    assert main(["train", "--resume", str(runs / "pretrained")]) == 0
+    assert "meta-test of pretrained-nav2d" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "config,args,message",
+    [
+        (NAV, ["--set", "model.name=mlp"], "has state inputs"),
+        (NAV, ["--set", "eval.tasks=7"], "task.test_tasks"),
+        (NAV, ["--set", "task.frame_skip=2"], "navigation-2d' has no field 'frame_skip'"),
+        (
+            str(ROOT / "configs" / "sinusoid" / "maml_10shot.toml"),
+            ["--set", "algorithm.name=maml_trpo"],
+            "'maml_trpo' works only on rl tasks",
+        ),
+    ],
+)
+def test_config_errors_exit_2_with_a_clear_message(config, args, message, capsys, tmp_path):
+    assert main(["train", config, *args, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and message in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_plot_draws_the_rl_figures_with_baselines(runs, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    random = tmp_path / "random"
+    assert main(["test", NAV, *TINY, "--set", "name=random-nav2d", "--out", str(random)]) == 0
+    args = ["plot", str(runs / "maml"), "--baseline", str(runs / "pretrained")]
+    assert main([*args, "--baseline", str(random)]) == 0
+    out = capsys.readouterr().out
+    for name in ("return_vs_iteration", "return_vs_steps", "timing", "trajectories"):
+        assert (runs / "maml" / f"{name}.png").stat().st_size > 0 and f"{name}.png" in out
+
+
+def test_list_shows_the_rl_configs_and_variants(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "configs/rl/maml_trpo_ant_dir.toml" in out and "maml_trpo, mean" in out
+    assert "gaussian_mlp" in out and "navigation-2d" in out
