@@ -31,7 +31,7 @@ def bn_by_hand(h, weight, bias, eps=1e-5):
 def conv4_by_hand(w: dict, x: torch.Tensor) -> torch.Tensor:
     h = x
     for i in range(4):
-        conv, bn = f"features.{3 * i}", f"features.{3 * i + 1}"
+        conv, bn = f"features.{i}.conv", f"features.{i}.norm"
         h = F.conv2d(h, w[f"{conv}.weight"], w[f"{conv}.bias"], stride=2, padding=1)
         h = torch.relu(bn_by_hand(h, w[f"{bn}.weight"], w[f"{bn}.bias"]))
     return h.mean(dim=(2, 3)) @ w["head.weight"].T + w["head.bias"]

@@ -10,6 +10,7 @@ from conftest import assert_rel_close, global_norm, image_batch, regression_batc
 from metagrad import MAML, Reptile
 from metagrad.functional import kernels
 from metagrad.models import MLP, MODELS, BatchNorm, Conv4
+from metagrad.models.conv4 import ConvBlock
 
 MODEL_CASES = {
     "mlp": (lambda: MLP(2, 1, (6, 5)), F.mse_loss, regression_batch),
@@ -49,6 +50,8 @@ def cancelled_biases(model: torch.nn.Module) -> set[str]:
     """Names of biases of layers directly followed by a BatchNorm (which cancels them)."""
     names = set()
     for prefix, seq in model.named_modules():
+        if isinstance(seq, ConvBlock) and isinstance(seq.norm, BatchNorm):
+            names.add(f"{prefix}.conv.bias")
         if isinstance(seq, torch.nn.Sequential):
             for (i, a), b in zip(enumerate(seq), list(seq)[1:]):
                 if isinstance(b, BatchNorm) and getattr(a, "bias", None) is not None:

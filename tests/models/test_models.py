@@ -7,8 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from conftest import assert_rel_close, global_norm
 from metagrad.functional import kernels, split_state
 from metagrad.models import MODELS, BatchNorm, Conv4, build_model
+from metagrad.models.conv4 import ConvBlock
 
 BUILD = {
     "mlp": dict(in_features=4, out_features=3, hidden=(8, 8), norm="transductive"),
@@ -81,3 +83,33 @@ def test_unknown_model_and_policy_are_refused():
         build_model("conv5")
     with pytest.raises(ValueError, match="unknown BatchNorm policy 'group'"):
         Conv4(5, norm="group")
+
+
+@pytest.mark.parametrize("negative", [False, True])
+def test_fused_block_equals_conv_bn_relu_maxpool_to_second_order(negative):
+    block = ConvBlock(2, 4, "transductive", "max").double()
+    if negative:  # channels with a negative BatchNorm scale are min-pooled internally
+        with torch.no_grad():
+            block.norm.weight[::2] *= -1
+    x = torch.randn(5, 2, 8, 8, dtype=torch.float64)
+    params = dict(block.named_parameters())
+
+    def reference(p):
+        z = F.conv2d(x, p["conv.weight"], p["conv.bias"], padding=1)
+        z = F.batch_norm(z, None, None, p["norm.weight"], p["norm.bias"], training=True)
+        return F.max_pool2d(torch.relu(z), 2)
+
+    def fused(p):
+        return functional_call(block, p, (x,))
+
+    assert torch.allclose(fused(params), reference(params), atol=1e-12)
+    for f in (fused, reference):  # second order: gradient of a gradient norm
+        g = torch.autograd.grad(f(params).square().sum(), list(params.values()), create_graph=True)
+        gg = torch.autograd.grad(sum(gi.square().sum() for gi in g), list(params.values()))
+        if f is fused:
+            got = gg
+        else:
+            ref = gg
+    scale = global_norm(dict(enumerate(ref)))
+    for name, a, b in zip(params, got, ref):
+        assert_rel_close(a, b, 1e-10, name, scale)
