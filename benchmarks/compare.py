@@ -1,0 +1,177 @@
+"""Run metagrad and its peers side by side on the named settings.
+
+Usage::
+
+    python benchmarks/compare.py --settings reference,k5 --iters 10 --warmup 2 --out results.json
+    python benchmarks/compare.py --quick --tasks 2           # a 1-iteration smoke run
+
+Per (setting, model): the FLOPs of the reference per-task loop are counted once; every
+implementation's meta-gradient after one iteration from the same weights is checked against
+metagrad's loop; then all are timed interleaved; then the working memory of one more iteration
+of each is measured. Prints a Markdown report and writes the JSON record to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: import ``benchmarks`` from the repo root,
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # not its modules as top-level ones
+
+import torch
+
+from benchmarks import measure, report
+from benchmarks.models import metagrad_model
+from benchmarks.peers import Implementation, build_implementations
+from benchmarks.settings import SETTINGS, Setting, make_batch, select_settings
+
+REFERENCE = "metagrad-loop"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "--settings", default="reference", help=f"comma list of {list(SETTINGS)}, or all"
+    )
+    p.add_argument("--models", default="max,stride", help="Conv4 variants to run: max,stride")
+    p.add_argument(
+        "--impls",
+        default=None,
+        help="fnmatch patterns, e.g. 'metagrad-*,higher' (metagrad-loop always runs)",
+    )
+    p.add_argument("--iters", type=int, default=10, help="timed iterations per implementation")
+    p.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 iteration, no warm-up")
+    p.add_argument("--tasks", type=int, default=None, help="override the meta-batch size")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    p.add_argument("--grad-tol", type=float, default=1e-4, help="relative meta-gradient tolerance")
+    p.add_argument("--matmul-size", type=int, default=4096, help="n of the ceiling matmul")
+    p.add_argument("--no-memory", action="store_true", help="skip the working-memory pass")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write the JSON record here")
+    args = p.parse_args(argv)
+    if args.iters < 1 or args.warmup < 0:
+        p.error("--iters must be >= 1 and --warmup >= 0")
+    if args.quick:
+        args.iters, args.warmup, args.matmul_size = 1, 0, min(args.matmul_size, 2048)
+    return args
+
+
+def run_one(
+    setting: Setting, pool: str, args: argparse.Namespace, ceiling: float
+) -> tuple[dict, list[str]]:
+    """Check, time and measure every implementation of one (setting, model)."""
+    patterns = args.impls.split(",") if args.impls else None
+    batch = make_batch(setting, args.seed)
+    reference = metagrad_model(setting, pool, args.seed)
+    impls, skipped = build_implementations(setting, pool, reference, patterns)
+    by_name: dict[str, Implementation] = {i.name: i for i in impls}
+    flops = measure.count_flops(lambda: by_name[REFERENCE].meta_grad(batch))
+    checks = measure.check_gradients(
+        {n: (lambda i=i: i.meta_grad(batch)) for n, i in by_name.items()}, REFERENCE, args.grad_tol
+    )
+    timings = measure.time_interleaved(
+        {n: (lambda i=i: i.step(batch)) for n, i in by_name.items()}, args.iters, args.warmup
+    )
+    warnings = [
+        f"{setting.name}/{pool}: {n} meta-gradient differs from {REFERENCE} "
+        f"(worst relative error {c.worst_rel:.2e} in {c.worst_tensor})"
+        for n, c in checks.items()
+        if not c.ok
+    ]
+    results = {}
+    for name, impl in by_name.items():
+        r = measure.summarize(timings[name], setting.tasks, flops, ceiling)
+        r.update(family=impl.family, detail=impl.detail, grad=vars(checks[name]))
+        if not args.no_memory:
+            r["memory_bytes"], r["memory_method"] = measure.working_memory(
+                lambda i=impl: i.step(batch)
+            )
+        results[name] = r
+    peers = [n for n, r in results.items() if r["family"] == "peer"]
+    ratios = {
+        n: {p: results[p]["median_s"] / r["median_s"] for p in peers}
+        for n, r in results.items()
+        if r["family"] == "metagrad"
+    }
+    run = {
+        "setting": setting.name,
+        "model": pool,
+        "description": setting.description,
+        "tasks": setting.tasks,
+        "setting_fields": vars(setting),
+        "flops": flops,
+        "skipped": skipped,
+        "impls": results,
+        "ratios": ratios,
+    }
+    return run, warnings
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the comparison; returns the JSON record (also printed as Markdown)."""
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    settings = select_settings(args.settings)
+    if args.tasks:
+        settings = [s.replace(tasks=args.tasks) for s in settings]
+    models = [m.strip() for m in args.models.split(",")]
+    warnings: list[str] = []
+    load_before, foreign_before = measure.load_average(), measure.foreign_load(1.0)
+    if load_before[0] > 0.5:
+        warnings.append(f"load average {load_before[0]:.2f} before the run (> 0.5)")
+    if foreign_before >= measure.QUIET_CORES:
+        warnings.append(f"other processes used {foreign_before:.2f} cores before the run")
+    for w in warnings:
+        print(f"# WARNING: {w}", file=sys.stderr, flush=True)
+    ceiling_before = measure.matmul_gflops(args.matmul_size, 1 if args.quick else 3)
+    runs = []
+    for setting in settings:
+        for pool in setting.pools:
+            if pool != "mlp" and pool not in models:
+                continue
+            print(f"# running {setting.name} / {pool} ...", file=sys.stderr, flush=True)
+            run, warn = run_one(setting, pool, args, ceiling_before)
+            runs.append(run)
+            warnings += warn
+    ceiling_after = measure.matmul_gflops(args.matmul_size, 1 if args.quick else 3)
+    ceiling = max(ceiling_before, ceiling_after)
+    for run in runs:  # fractions of the better of the two ceilings
+        for r in run["impls"].values():
+            r["ceiling_fraction"] = r["gflops"] / ceiling
+    load_after, foreign_after = measure.load_average(), measure.foreign_load(1.0)
+    if load_after[0] > args.threads + 0.5:  # this run itself adds about --threads
+        warnings.append(f"load average {load_after[0]:.2f} after the run (> threads + 0.5)")
+    if foreign_after >= measure.QUIET_CORES:
+        warnings.append(f"other processes used {foreign_after:.2f} cores after the run")
+    busy = sum(r["busy_iterations"] for run in runs for r in run["impls"].values())
+    total = sum(r["iterations"] for run in runs for r in run["impls"].values())
+    if busy:
+        warnings.append(
+            f"{busy} of {total} timed iterations ran while other processes were busy "
+            f"(>= {measure.QUIET_CORES} core); medians exclude them where >= 3 quiet remain"
+        )
+    result = {
+        "machine": report.machine_info(),
+        "config": {k: v for k, v in vars(args).items()},
+        "ceiling_gflops": {"before": ceiling_before, "after": ceiling_after, "used": ceiling},
+        "load": {
+            "before": [round(x, 2) for x in load_before],
+            "after": [round(x, 2) for x in load_after],
+            "foreign_before": foreign_before,
+            "foreign_after": foreign_after,
+        },
+        "warnings": warnings,
+        "runs": runs,
+    }
+    print(report.markdown(result))
+    if args.out:
+        report.write_json(result, args.out)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return result
+
+
+if __name__ == "__main__":
+    main()
