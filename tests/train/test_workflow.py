@@ -127,3 +127,12 @@ def test_validation_keeps_the_best_checkpoint(tmp_path):
     val = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r["split"] == "val"]
     best_step = min(val, key=lambda r: r["loss"])["step"]
     assert load_checkpoint(tmp_path / "run", "best")[1]["step"] == best_step
+
+
+def test_resume_falls_back_to_the_previous_checkpoint_when_a_save_was_cut(tmp_path):
+    train(tiny(), tmp_path / "straight", test=False)
+    train(tiny(), tmp_path / "cut", test=False, max_steps=15)  # checkpoints at 5, 10, 15
+    (tmp_path / "cut" / "last.json").unlink()  # as if killed while committing step 15
+    resume_run(tmp_path / "cut", test=False)  # resumes from last.prev (step 10)
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)

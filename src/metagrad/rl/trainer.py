@@ -35,12 +35,11 @@ from metagrad.rl.build import RLExperiment, build_rl_experiment
 from metagrad.rl.testing import run_rl_test, validate
 from metagrad.train.checkpoint import (
     capture_rng_state,
-    load_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
 from metagrad.train.monitor import Monitor
-from metagrad.train.trainer import TrainResult, start_run
+from metagrad.train.trainer import TrainResult, load_resume_checkpoint, start_run
 
 TIMED = ("sampling", "adaptation", "processing", "conjugate_gradient", "line_search", "total")
 
@@ -180,7 +179,7 @@ def _save(
 def _restore(
     exp: RLExperiment, generator: torch.Generator, run_dir: Path
 ) -> tuple[Params, int, float | None]:
-    weights, state = load_checkpoint(run_dir, "last", expected=exp.policy.state_dict())
+    weights, state = load_resume_checkpoint(run_dir, exp.policy.state_dict())
     restore_rng_state(state["rng"])
     generator.set_state(state["generator"])
     return exp.as_theta(weights), state["step"], state["best_metric"]

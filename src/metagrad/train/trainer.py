@@ -20,6 +20,7 @@ from metagrad.config import ExperimentConfig, config_to_toml, load_config
 from metagrad.evaluate.protocol import EvalResult
 from metagrad.train.build import Experiment, build_experiment
 from metagrad.train.checkpoint import (
+    CheckpointError,
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
@@ -158,6 +159,23 @@ def resume_run(run_dir: Path, **kw) -> TrainResult:
     return train(load_config(cfg_path), run_dir, resume=True, **kw)
 
 
+def load_resume_checkpoint(run_dir: Path, expected: dict) -> tuple[dict, dict]:
+    """The ``last`` checkpoint, or ``last.prev`` when a kill interrupted the save of ``last``
+    (a consistent state one checkpoint earlier: the resumed run replays the steps after it)."""
+    try:
+        return load_checkpoint(run_dir, "last", expected=expected)
+    except CheckpointError as error:
+        try:
+            found = load_checkpoint(run_dir, "last.prev", expected=expected)
+        except CheckpointError:
+            raise error from None
+        print(
+            f"'last' is incomplete ({error}); resuming from 'last.prev' at step {found[1]['step']}",
+            flush=True,
+        )
+        return found
+
+
 def _trainable(exp: Experiment) -> bool:
     return hasattr(exp.learner, "backward")
 
@@ -180,7 +198,7 @@ def _reptile_gen(exp: Experiment) -> bool:
 
 
 def _restore(exp: Experiment, opt, run_dir: Path) -> tuple[int, float | None]:
-    weights, state = load_checkpoint(run_dir, "last", expected=exp.model.state_dict())
+    weights, state = load_resume_checkpoint(run_dir, exp.model.state_dict())
     exp.model.load_state_dict(weights)
     if opt is not None:
         opt.load_state_dict(state["optimizer"])
