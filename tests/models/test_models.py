@@ -86,9 +86,9 @@ def test_unknown_model_and_policy_are_refused():
 
 
 @pytest.mark.parametrize("negative", [False, True])
-def test_fused_block_equals_conv_bn_relu_maxpool_to_second_order(negative):
+def test_block_equals_conv_bn_relu_maxpool_to_second_order(negative):
     block = ConvBlock(2, 4, "transductive", "max").double()
-    if negative:  # channels with a negative BatchNorm scale are min-pooled internally
+    if negative:  # negative BatchNorm scales flip which element a window's max picks
         with torch.no_grad():
             block.norm.weight[::2] *= -1
     x = torch.randn(5, 2, 8, 8, dtype=torch.float64)

@@ -108,10 +108,14 @@ def batch_norm(
     ``x`` is ``[*groups, N, C, *spatial]``: statistics are per channel over the ``N`` examples
     (and spatial positions) of each group, e.g. of each task for ``x [tasks, N, C, H, W]``.
     ``weight``/``bias`` are ``[C]`` (shared) or ``[tasks, C]`` (per task).
-    Written with ``torch.var_mean`` so that it is exact to every order of differentiation,
-    also under ``torch.func.vmap`` (native ``batch_norm`` is not: see BASELINE.md).
+    Per-task weights and grouped inputs use ``torch.var_mean`` and one fused multiply-add;
+    a single group with shared weights uses PyTorch's fused batch-norm kernel (faster).
     """
     examples = x.dim() - spatial_dims - 2
+    if examples == 0 and (weight is None or weight.dim() == 1):
+        # One group with shared weights (the per-task loop): PyTorch's fused kernel, exact to
+        # every order here because metagrad never differentiates inside vmap (see README).
+        return F.batch_norm(x, None, None, weight, bias, training=True, eps=eps)
     dims = (examples, *range(examples + 2, x.dim()))
     var, mean = torch.var_mean(x, dim=dims, keepdim=True, correction=0)
     inv_std = torch.rsqrt(var + eps)
@@ -130,27 +134,3 @@ def max_pool2d(x: Tensor, kernel_size: int, stride: int | None = None, padding: 
     """Max-pooling over the last two dimensions, with any number of leading dimensions."""
     y = F.max_pool2d(x.reshape(-1, *x.shape[-3:]), kernel_size, stride, padding)
     return y.reshape(*x.shape[:-3], *y.shape[1:])
-
-
-def batch_norm_max_pool(
-    x: Tensor, weight: Tensor, bias: Tensor | None, kernel_size: int = 2, eps: float = 1e-5
-) -> Tensor:
-    """``max_pool2d(batch_norm(x))`` computed as ``batch_norm(pool(x))``: pool first, then
-    apply the per-channel affine map to a tensor ``kernel_size**2`` times smaller.
-
-    Exact because the normalisation is a per-channel affine map ``scale * x + shift`` and
-    ``max(scale * x) = scale * max(x)`` for ``scale >= 0`` and ``scale * min(x)`` for
-    ``scale < 0``; ``scale`` has the sign of ``weight`` (the standard deviation is positive),
-    so channels with negative weight are min-pooled. Statistics are those of the full ``x``
-    ``[*groups, N, C, H, W]``; ``weight``/``bias`` are ``[C]`` or ``[tasks, C]``.
-    """
-    examples = x.dim() - 4
-    dims = (examples, examples + 2, examples + 3)
-    var, mean = torch.var_mean(x, dim=dims, keepdim=True, correction=0)
-    shape = (*weight.shape[:-1], *[1] * (weight.dim() - 1), weight.shape[-1], 1, 1)
-    w = weight.reshape(shape)
-    scale = w * torch.rsqrt(var + eps)
-    shift = -mean * scale if bias is None else bias.reshape(shape) - mean * scale
-    sign = torch.where(w.detach() >= 0, 1.0, -1.0).to(x.dtype)  # no data-dependent branch
-    pooled = sign * max_pool2d(x * sign, kernel_size)  # under vmap: max or min per channel
-    return torch.addcmul(shift, pooled, scale)

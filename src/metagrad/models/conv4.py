@@ -5,34 +5,25 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from metagrad.functional import kernels
-from metagrad.models.layers import BatchNorm, Conv2d, Flatten, Linear, MaxPool2d, norm_layer
+from metagrad.models.layers import Conv2d, Flatten, Linear, MaxPool2d, norm_layer
 
 
 class ConvBlock(nn.Module):
     """3x3 convolution, BatchNorm, then a 2x2 max-pool (``pool="max"``) and ReLU.
 
-    The max-pool runs before the ReLU (they commute) and, with transductive BatchNorm,
-    before the normalisation too (:func:`~metagrad.functional.kernels.batch_norm_max_pool`), so
-    that the elementwise passes touch a tensor four times smaller: the same function, computed
-    in fewer memory passes.
+    The max-pool runs before the ReLU (they commute), so the ReLU and its backward passes touch
+    a tensor four times smaller.
     """
 
     def __init__(self, in_channels: int, out_channels: int, norm: str, pool: str) -> None:
         super().__init__()
-        self.conv = Conv2d(
-            in_channels, out_channels, 3, stride=2 if pool == "stride" else 1, padding=1
-        )
+        stride = 2 if pool == "stride" else 1
+        self.conv = Conv2d(in_channels, out_channels, 3, stride=stride, padding=1)
         self.norm = norm_layer(norm, out_channels, spatial_dims=2)
         self.pool = MaxPool2d(2) if pool == "max" else None
 
     def forward(self, x: Tensor) -> Tensor:
-        z = self.conv(x)  # [..., out_channels, H, W]
-        if self.pool is not None and isinstance(self.norm, BatchNorm):
-            return torch.relu(
-                kernels.batch_norm_max_pool(z, self.norm.weight, self.norm.bias, eps=self.norm.eps)
-            )
-        z = self.norm(z)
+        z = self.norm(self.conv(x))  # [..., out_channels, H, W]
         return torch.relu(self.pool(z) if self.pool is not None else z)
 
 
