@@ -46,6 +46,18 @@ class SinusoidTasks:
         batch = TaskBatch(x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:])
         return batch, np.concatenate([amp, phase], axis=-1).reshape(tasks, 2)
 
+    def mean_curve(self, x: torch.Tensor) -> torch.Tensor:
+        """``E[y | x]`` over the task distribution: what regression on all tasks converges to.
+
+        ``E[A] * E[sin(x - phase)]`` with ``E_phase[sin(x - p)] = (cos(x - b) - cos(x - a)) /
+        (b - a)`` for ``phase ~ U[a, b]``.
+        """
+        a, b = self.phase
+        mean_amp = sum(self.amplitude) / 2
+        if b == a:
+            return mean_amp * torch.sin(x - a)
+        return mean_amp * (torch.cos(x - b) - torch.cos(x - a)) / (b - a)
+
     @staticmethod
     def curve(params: np.ndarray, x: np.ndarray) -> np.ndarray:
         """The true ``y`` of tasks ``params [tasks, 2]`` at inputs ``x [points]``."""

@@ -71,7 +71,9 @@ def build_experiment(cfg: ExperimentConfig) -> Experiment:
     model = _model(cfg, shape).to(cfg.train.device)
     classification = cfg.task.kind == "classification"
     loss = F.cross_entropy if classification else F.mse_loss
-    return Experiment(cfg, model, _learner(cfg, model, loss), classification, train_tasks, fixed)
+    family = getattr(train_tasks, "family", None)  # the generative family, if there is one
+    learner = _learner(cfg, model, loss, family)
+    return Experiment(cfg, model, learner, classification, train_tasks, fixed)
 
 
 def _tasks(cfg: ExperimentConfig) -> tuple[TrainStream, FixedTasks, tuple[int, ...]]:
@@ -148,7 +150,9 @@ def _model(cfg: ExperimentConfig, shape: tuple[int, ...]) -> nn.Module:
     raise ValueError(f"no model builder for model {m.name!r}")
 
 
-def _learner(cfg: ExperimentConfig, model: nn.Module, loss) -> MetaLearner | MeanPredictor:
+def _learner(
+    cfg: ExperimentConfig, model: nn.Module, loss, family=None
+) -> MetaLearner | MeanPredictor:
     a = cfg.algorithm
     if isinstance(a, MAMLConfig):  # FOMAMLConfig is a subclass with first_order = True
         return MAML(
@@ -176,5 +180,11 @@ def _learner(cfg: ExperimentConfig, model: nn.Module, loss) -> MetaLearner | Mea
     if isinstance(a, PretrainedConfig):
         return Pretrained(model, loss, inner_lr=a.lr)
     if isinstance(a, MeanConfig):
-        return MeanPredictor(loss)
+        mean_fn = getattr(family, "mean_curve", None)
+        if mean_fn is None:
+            raise ValueError(
+                f"the mean baseline needs a task family with a mean function; "
+                f"{cfg.task.family!r} has none"
+            )
+        return MeanPredictor(loss, mean_fn)
     raise ValueError(f"no builder for algorithm {a.name!r}")
