@@ -49,6 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grad-tol", type=float, default=1e-4, help="relative meta-gradient tolerance")
     p.add_argument("--matmul-size", type=int, default=4096, help="n of the ceiling matmul")
     p.add_argument("--no-memory", action="store_true", help="skip the working-memory pass")
+    p.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="process-wide glibc tuning of metagrad.runtime (applies to every implementation)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the JSON record here")
     args = p.parse_args(argv)
@@ -114,6 +119,10 @@ def main(argv: list[str] | None = None) -> dict:
     """Run the comparison; returns the JSON record (also printed as Markdown)."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.keep_freed_memory:
+        from metagrad.runtime import keep_freed_memory
+
+        keep_freed_memory()
     settings = select_settings(args.settings)
     if args.tasks:
         settings = [s.replace(tasks=args.tasks) for s in settings]
