@@ -61,21 +61,8 @@ def adapt_tasks(
 
     Returns per-task parameters ``[tasks, ...]``.
     """
-    per_task = expand_tasks(params, x.shape[0])
-
-    def support_loss(p: Params, data: tuple[Tensor, Tensor]) -> Tensor:
-        # Sum, not mean: each task's gradient must be that of its own mean loss.
-        return task_losses(loss, runner.batched(p, data[0]), data[1]).sum()
-
-    return adapt(
-        support_loss,
-        per_task,
-        (x, y),
-        inner_lr=inner.inner_lr,
-        inner_steps=inner.inner_steps,
-        first_order=inner.first_order,
-        optimizer=inner.optimizer,
-        batches=batches,
+    return _adapt(
+        runner.support_loss(loss, True), expand_tasks(params, x.shape[0]), x, y, inner, batches
     )
 
 
@@ -89,10 +76,10 @@ def adapt_task(
     batches: Callable[[int], tuple[Tensor, Tensor]] | None = None,
 ) -> Params:
     """Adapt ``params`` to one task ``x [N, ...]`` (the plain per-task reference)."""
+    return _adapt(runner.support_loss(loss, False), params, x, y, inner, batches)
 
-    def support_loss(p: Params, data: tuple[Tensor, Tensor]) -> Tensor:
-        return loss(runner.forward(p, data[0]), data[1])
 
+def _adapt(support_loss, params: Params, x: Tensor, y: Tensor, inner: InnerLoop, batches):
     return adapt(
         support_loss,
         params,

@@ -69,7 +69,7 @@ def reptile_direction(
     has_query = batch.query_x.shape[1] > 0  # Reptile needs no query set; it may be empty
     if runner.vectorized:
         delta = _displacement(
-            runner.batched,
+            runner,
             loss,
             theta,
             batch.support_x,
@@ -85,7 +85,7 @@ def reptile_direction(
         outs = []
         for task in batch:
             delta = _displacement(
-                runner.forward, loss, theta, task.support_x, task.support_y, inner, pick, None
+                runner, loss, theta, task.support_x, task.support_y, inner, pick, None
             )
             for k, v in delta.items():
                 mean_delta[k] += v / batch.num_tasks
@@ -101,7 +101,7 @@ def reptile_direction(
 
 
 def _displacement(
-    forward,
+    runner: TaskRunner,
     loss: Loss,
     theta: Params,
     x: Tensor,
@@ -120,9 +120,10 @@ def _displacement(
     delta0 = {k: v.new_zeros(*shape, *v.shape) for k, v in theta.items()}
     per_task = tasks is not None
 
+    task_loss = runner.support_loss(loss, per_task)
+
     def support_loss(delta: Params, data: tuple[Tensor, Tensor]) -> Tensor:
-        out = forward({k: theta[k] + delta[k] for k in theta}, data[0])
-        return task_losses(loss, out, data[1]).sum() if per_task else loss(out, data[1])
+        return task_loss({k: theta[k] + delta[k] for k in theta}, data)
 
     idx = (
         (lambda s: (x[:, pick(s)], y[:, pick(s)]))

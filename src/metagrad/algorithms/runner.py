@@ -86,6 +86,14 @@ class TaskRunner:
     def forward(self, params: Params, x: Tensor) -> Tensor:
         return functional_call(self.model, (params, self.frozen, self.buffers), (x,))
 
+    def support_loss(self, loss, per_task: bool):
+        """``f(params, (x, y)) -> scalar`` for :func:`metagrad.functional.adapt`: the loss of one
+        task, or (``per_task``) the *sum* of the tasks' losses, so that each task's gradient is
+        that of its own mean loss."""
+        if per_task:
+            return lambda p, data: task_losses(loss, self.batched(p, data[0]), data[1]).sum()
+        return lambda p, data: loss(self.forward(p, data[0]), data[1])
+
     def batched(self, params: Params, x: Tensor) -> Tensor:
         tasks = x.shape[0]
         if self.path == "native":

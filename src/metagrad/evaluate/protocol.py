@@ -153,20 +153,15 @@ def _stream(runner, loss, theta, data, inner: InnerLoop, pick, per_task: bool) -
     if per_task:
         params = expand_tasks(theta, data.num_tasks)
 
-        def support_loss(p, d):
-            return task_losses(loss, runner.batched(p, d[0]), d[1]).sum()
-
         def steps(s):
             return data.support_x[:, pick(s)], data.support_y[:, pick(s)]
     else:
         params = dict(theta)
 
-        def support_loss(p, d):
-            return loss(runner.forward(p, d[0]), d[1])
-
         def steps(s):
             return data.support_x[pick(s)], data.support_y[pick(s)]
 
+    support_loss = runner.support_loss(loss, per_task)
     yield params
     for p in adapt_steps(
         support_loss,
