@@ -117,6 +117,10 @@ class MetaLearner:
 class MAML(MetaLearner):
     """Model-Agnostic Meta-Learning; ``first_order=True`` gives FOMAML.
 
+    ``checkpoint_inner=True`` recomputes each inner step's activations during the backward
+    pass instead of keeping them, so memory stays flat as ``inner_steps`` grows (for large
+    models and long adaptations), at the cost of about one more forward and backward per step.
+
     Example::
 
         maml = MAML(model, inner_lr=0.4, inner_steps=1)
@@ -134,6 +138,7 @@ class MAML(MetaLearner):
         first_order: bool = False,
         path: str = "auto",
         chunk_size: int | None = None,
+        checkpoint_inner: bool = False,
     ) -> None:
         super().__init__(
             model,
@@ -143,11 +148,13 @@ class MAML(MetaLearner):
             path=path,
             chunk_size=chunk_size,
         )
-        self.first_order = first_order
+        self.first_order, self.checkpoint_inner = first_order, checkpoint_inner
 
     def inner_loop(self, inner_steps: int | None = None, inner_lr=None) -> InnerLoop:
         base = super().inner_loop(inner_steps, inner_lr)
-        return InnerLoop(base.inner_lr, base.inner_steps, self.first_order)
+        return InnerLoop(
+            base.inner_lr, base.inner_steps, self.first_order, checkpoint=self.checkpoint_inner
+        )
 
     def meta_loss(self, batch: TaskBatch) -> MetaOutput:
         """The meta-objective with its graph (``out.loss.backward()`` works); no chunking."""

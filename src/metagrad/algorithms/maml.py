@@ -46,6 +46,7 @@ class InnerLoop:
     inner_steps: int
     first_order: bool = False
     optimizer: SGD | Adam = field(default_factory=SGD)
+    checkpoint: bool = False  # recompute each step's activations in the backward pass
 
 
 def adapt_tasks(
@@ -89,6 +90,7 @@ def _adapt(support_loss, params: Params, x: Tensor, y: Tensor, inner: InnerLoop,
         first_order=inner.first_order,
         optimizer=inner.optimizer,
         batches=batches,
+        checkpoint=inner.checkpoint,
     )
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor
 
 from metagrad.functional.optim import SGD, Adam, LearningRate, lr_schedule
@@ -79,6 +80,7 @@ def adapt_steps(
     first_order: bool = False,
     optimizer: SGD | Adam | None = None,
     batches: Callable[[int], Any] | None = None,
+    checkpoint: bool = False,
 ) -> Iterator[Params]:
     """The parameters after each of ``inner_steps`` steps, as :func:`adapt` takes them.
 
@@ -94,10 +96,38 @@ def adapt_steps(
         state = optimizer.init(params)
         for step, lr in enumerate(lrs):
             data = batches(step) if batches is not None else batch
-            loss = loss_fn(params, data)
-            grads = gradients(loss, params, create_graph=not first_order)
-            params, state = optimizer.step(params, grads, state, lr, step)
+
+            def one_step(p, st, data=data, lr=lr, step=step):
+                grads = gradients(loss_fn(p, data), p, create_graph=not first_order)
+                return optimizer.step(p, grads, st, lr, step)
+
+            if checkpoint:
+                params, state = _checkpointed(one_step, params, state)
+            else:
+                params, state = one_step(params, state)
             yield params
+
+
+def _checkpointed(one_step, params: Params, state: dict) -> tuple[Params, dict]:
+    """Run ``one_step`` keeping only its inputs for the backward pass, which recomputes the
+    step's activations (non-reentrant ``torch.utils.checkpoint``: exact to second order)."""
+    p_keys, s_keys = list(params), [(g, k) for g, sub in state.items() for k in sub]
+    n = len(p_keys)
+
+    def flat_step(*tensors: Tensor) -> tuple[Tensor, ...]:
+        p = dict(zip(p_keys, tensors[:n]))
+        st: dict = {g: {} for g in state}
+        for (g, k), t in zip(s_keys, tensors[n:]):
+            st[g][k] = t
+        new_p, new_st = one_step(p, st)
+        return (*(new_p[k] for k in p_keys), *(new_st[g][k] for g, k in s_keys))
+
+    flat = (*(params[k] for k in p_keys), *(state[g][k] for g, k in s_keys))
+    out = torch.utils.checkpoint.checkpoint(flat_step, *flat, use_reentrant=False)
+    new_state: dict = {g: {} for g in state}
+    for (g, k), t in zip(s_keys, out[n:]):
+        new_state[g][k] = t
+    return dict(zip(p_keys, out[:n])), new_state
 
 
 def adapt(
@@ -110,6 +140,7 @@ def adapt(
     first_order: bool = False,
     optimizer: SGD | Adam | None = None,
     batches: Callable[[int], Any] | None = None,
+    checkpoint: bool = False,
 ) -> Params:
     """Adapt ``params`` to one task (or a task-batched set) by ``inner_steps`` gradient steps.
 
@@ -124,6 +155,9 @@ def adapt(
         optimizer: the inner update rule; plain SGD when omitted.
         batches: optional ``batches(step) -> batch`` giving each step its own data (mini-batches
             as Reptile uses); overrides ``batch``.
+        checkpoint: keep only each step's inputs for the backward pass and recompute its
+            activations then: memory stays flat as ``inner_steps`` grows, for about one more
+            forward and backward per step.
 
     Returns:
         New parameters, a function of ``params`` through the autograd graph.
@@ -138,6 +172,7 @@ def adapt(
         first_order=first_order,
         optimizer=optimizer,
         batches=batches,
+        checkpoint=checkpoint,
     ):
         pass
     return result

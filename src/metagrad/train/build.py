@@ -161,6 +161,7 @@ def _learner(
             inner_lr=a.inner_lr,
             inner_steps=a.inner_steps,
             first_order=a.first_order,
+            checkpoint_inner=a.checkpoint_inner,
             path=a.path,
             chunk_size=a.chunk_size,
         )
