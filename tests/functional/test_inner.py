@@ -113,3 +113,16 @@ def test_views_taken_under_no_grad_are_still_adapted():
         params = {k: v.view_as(v) for k, v in split_state(model).params.items()}
         phi = adapt(loss_fn, params, batch, inner_lr=0.1, inner_steps=1)
     assert all(not torch.equal(phi[k], params[k]) for k in phi)
+
+
+def test_checkpointed_steps_pass_gradients_to_a_learnable_learning_rate():
+    model, loss_fn, batch = setup()
+    grads = []
+    for ck in (False, True):
+        lr = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
+        params = split_state(model).params
+        phi = adapt(loss_fn, params, batch, inner_lr=lr, inner_steps=3, checkpoint=ck)
+        grads.append(torch.autograd.grad(loss_fn(phi, batch), [lr, *params.values()]))
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-14)
+    assert grads[1][0].abs() > 0

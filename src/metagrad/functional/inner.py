@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-import torch.utils.checkpoint
 from torch import Tensor
 
 from metagrad.functional.optim import SGD, Adam, LearningRate, lr_schedule
@@ -97,33 +96,67 @@ def adapt_steps(
         for step, lr in enumerate(lrs):
             data = batches(step) if batches is not None else batch
 
-            def one_step(p, st, data=data, lr=lr, step=step):
-                grads = gradients(loss_fn(p, data), p, create_graph=not first_order)
+            def one_step(p, st, lr, data=data, step=step, record=True):
+                # record=False: values only (the forward pass of a checkpointed step).
+                create_graph = record and not first_order
+                grads = gradients(loss_fn(p, data), p, create_graph=create_graph)
                 return optimizer.step(p, grads, st, lr, step)
 
             if checkpoint:
-                params, state = _checkpointed(one_step, params, state)
+                params, state = _checkpointed(one_step, params, state, lr)
             else:
-                params, state = one_step(params, state)
+                params, state = one_step(params, state, lr)
             yield params
 
 
-def _checkpointed(one_step, params: Params, state: dict) -> tuple[Params, dict]:
-    """Run ``one_step`` keeping only its inputs for the backward pass, which recomputes the
-    step's activations (non-reentrant ``torch.utils.checkpoint``: exact to second order)."""
-    p_keys, s_keys = list(params), [(g, k) for g, sub in state.items() for k in sub]
-    n = len(p_keys)
+class _Recomputed(torch.autograd.Function):
+    """A step ``outputs = run(*inputs)`` that saves only its inputs and recomputes itself (with
+    its graph) in the backward pass, so memory does not grow with the number of steps."""
 
-    def flat_step(*tensors: Tensor) -> tuple[Tensor, ...]:
+    @staticmethod
+    def forward(ctx, run, *inputs):
+        ctx.run = run
+        ctx.save_for_backward(*inputs)
+        with torch.enable_grad():  # the step takes gradients of the inner loss
+            fresh = [x.detach().requires_grad_(x.requires_grad) for x in inputs]
+            outputs = run(fresh, False)  # values only: no graph kept
+        return tuple(o.detach() for o in outputs)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grad_outputs):
+        inputs = [x.detach().requires_grad_(x.requires_grad) for x in ctx.saved_tensors]
+        with torch.enable_grad():
+            outputs = ctx.run(inputs, True)
+        wanted = [x for x in inputs if x.requires_grad]
+        pairs = [(o, g) for o, g in zip(outputs, grad_outputs) if o.requires_grad]
+        grads = iter(
+            torch.autograd.grad(
+                [o for o, _ in pairs], wanted, [g for _, g in pairs], allow_unused=True
+            )
+        )
+        return (None, *(next(grads) if x.requires_grad else None for x in inputs))
+
+
+def _checkpointed(one_step, params: Params, state: dict, lr) -> tuple[Params, dict]:
+    """Run ``one_step`` keeping only its inputs (parameters, optimiser state, a learnable
+    learning rate) for the backward pass, which recomputes the step with its graph."""
+    p_keys, s_keys = list(params), [(g, k) for g, sub in state.items() for k in sub]
+    n, m = len(p_keys), len(s_keys)
+    lr_is_tensor = isinstance(lr, Tensor)
+
+    def run(tensors: list[Tensor], create_graph: bool) -> tuple[Tensor, ...]:
         p = dict(zip(p_keys, tensors[:n]))
         st: dict = {g: {} for g in state}
-        for (g, k), t in zip(s_keys, tensors[n:]):
+        for (g, k), t in zip(s_keys, tensors[n : n + m]):
             st[g][k] = t
-        new_p, new_st = one_step(p, st)
+        step_lr = tensors[n + m] if lr_is_tensor else lr
+        # The backward pass differentiates the step: its inner gradients need their graph then.
+        new_p, new_st = one_step(p, st, step_lr, record=create_graph)
         return (*(new_p[k] for k in p_keys), *(new_st[g][k] for g, k in s_keys))
 
-    flat = (*(params[k] for k in p_keys), *(state[g][k] for g, k in s_keys))
-    out = torch.utils.checkpoint.checkpoint(flat_step, *flat, use_reentrant=False)
+    flat = [*(params[k] for k in p_keys), *(state[g][k] for g, k in s_keys)]
+    out = _Recomputed.apply(run, *flat, *([lr] if lr_is_tensor else []))
     new_state: dict = {g: {} for g in state}
     for (g, k), t in zip(s_keys, out[n:]):
         new_state[g][k] = t
