@@ -82,3 +82,13 @@ def test_non_transductive_classifies_each_query_with_the_support_set_alone():
         outs = torch.stack([model(torch.cat([task.support_x, q[None]]))[-1] for q in task.query_x])
     ref = F.cross_entropy(outs, task.query_y).item()
     assert non.losses[0, 0] == pytest.approx(ref, rel=1e-10)
+
+
+def test_non_transductive_with_running_statistics_uses_them():
+    model = Conv4(3, filters=4, image_size=8, norm="running").double().eval()
+    params, batch = split_state(model).params, image_batch()
+    runner = TaskRunner.create(model, "loop")
+    non = evaluate(runner, F.cross_entropy, params, [batch], InnerLoop(0.3, 1), True,
+                   transductive=False)
+    trans = evaluate(runner, F.cross_entropy, params, [batch], InnerLoop(0.3, 1), True)
+    assert np.allclose(non.losses, trans.losses)  # eval-mode BatchNorm mixes nothing

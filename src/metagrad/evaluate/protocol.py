@@ -16,7 +16,7 @@ from torch import Tensor
 
 from metagrad.algorithms.maml import InnerLoop, Loss
 from metagrad.algorithms.reptile import minibatch_schedule
-from metagrad.algorithms.runner import TaskRunner, autocast_dtype, task_losses
+from metagrad.algorithms.runner import TaskRunner, autocast_dtype, has_running_stats, task_losses
 from metagrad.functional.inner import adapt_steps
 from metagrad.functional.params import Params, detached, expand_tasks
 from metagrad.tasks.batch import TaskBatch
@@ -178,13 +178,15 @@ def _stream(runner, loss, theta, data, inner: InnerLoop, pick, per_task: bool) -
 
 def _predict(runner: TaskRunner, params: Params, task, transductive: bool) -> Tensor:
     with torch.no_grad():
-        if transductive:
+        running = has_running_stats(runner.model)
+        if transductive or (running and not runner.model.training):
+            # (Running statistics in eval mode never mix examples: nothing to separate.)
             return runner.forward(params, task.query_x)
         # Each query example joins the support set alone: [n_query, n_support + 1, ...].
         sx = task.support_x
         groups = torch.cat(
             [sx.expand(task.query_x.shape[0], *sx.shape), task.query_x.unsqueeze(1)], dim=1
         )
-        if getattr(runner.model, "task_batched", False):  # built-ins take leading dims
+        if getattr(runner.model, "task_batched", False) and not running:  # leading dims: groups
             return runner.forward(params, groups)[:, -1]
         return torch.stack([runner.forward(params, g)[-1] for g in groups])

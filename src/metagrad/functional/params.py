@@ -7,7 +7,7 @@ loop changes them and the meta-gradient flows to them), *frozen* parameters
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -53,14 +53,3 @@ def detached(params: Mapping[str, Tensor]) -> Params:
 def zeros_like(params: Mapping[str, Tensor]) -> Params:
     """Zero tensors shaped like ``params``."""
     return {k: v.new_zeros(v.shape) for k, v in params.items()}
-
-
-def check_names(params: Mapping[str, Tensor], expected: Iterable[str], what: str) -> None:
-    """Raise ``KeyError`` naming missing and unexpected parameter names."""
-    expected = set(expected)
-    missing, extra = expected - params.keys(), params.keys() - expected
-    if missing or extra:
-        raise KeyError(
-            f"{what} do not match the model: missing {sorted(missing)}, unexpected "
-            f"{sorted(extra)}. Pass the dict returned by metagrad (or model.named_parameters())."
-        )

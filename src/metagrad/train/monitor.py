@@ -6,6 +6,7 @@ line every ``log_every`` steps, so logs stay readable.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -49,7 +50,7 @@ class Monitor:
         has every step once."""
         if self.path.exists():
             kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= step]
-            atomic_write_text(self.path, "".join(_json_line(r) for r in kept))
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def log(self, step: int, split: str, metrics: dict[str, Any]) -> None:
         """Record ``metrics`` of ``split`` ("train", "val") at ``step``."""
@@ -83,9 +84,3 @@ class Monitor:
             self.bar.close()
         if self.writer is not None:
             self.writer.close()
-
-
-def _json_line(record: dict) -> str:
-    import json
-
-    return json.dumps(record) + "\n"
