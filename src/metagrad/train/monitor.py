@@ -66,7 +66,7 @@ class Monitor:
         """Move the progress bar to ``step``."""
         if self.bar is not None:
             self.bar.update(step - self.bar.n)
-            self.bar.set_postfix(loss=f"{loss:.4g}")
+            self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)  # tqdm refreshes on its own
 
     def _print(self, step: int, split: str, metrics: dict[str, Any]) -> None:
         elapsed = time.perf_counter() - self.t0
