@@ -125,3 +125,13 @@ def test_plot_writes_the_figures(run_dir):
     assert main(["plot", str(run_dir), "--baseline", str(run_dir)]) == 0
     for name in ("learning_curve.png", "adaptation.png"):
         assert (run_dir / name).stat().st_size > 10_000
+
+
+def test_test_with_a_checkpoint_path(run_dir, tmp_path):
+    import shutil
+
+    other = tmp_path / "elsewhere"
+    shutil.copytree(run_dir, other)
+    assert main(["test", str(run_dir), "--checkpoint", str(other / "last.safetensors")]) == 0
+    report = json.loads((run_dir / "results.json").read_text())
+    assert report["checkpoint"].startswith("last at step")
