@@ -135,3 +135,17 @@ def test_test_with_a_checkpoint_path(run_dir, tmp_path):
     assert main(["test", str(run_dir), "--checkpoint", str(other / "last.safetensors")]) == 0
     report = json.loads((run_dir / "results.json").read_text())
     assert report["checkpoint"].startswith("last at step")
+
+
+def test_missing_data_leaves_no_run_directory(tmp_path, capsys):
+    omni = str(ROOT / "configs" / "omniglot" / "maml_5w1s.toml")
+    out = tmp_path / "run"
+    assert main(["train", omni, "--set", f"task.root={tmp_path / 'nothing'}", "--out",
+                 str(out)]) == 2
+    assert "metagrad data download omniglot" in capsys.readouterr().err
+    assert not out.exists()  # so the same command works once the data is there
+
+
+def test_test_of_a_missing_target(tmp_path, capsys):
+    assert main(["test", str(tmp_path / "nope")]) == 2
+    assert "does not exist: give a run directory" in capsys.readouterr().err

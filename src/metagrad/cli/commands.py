@@ -51,6 +51,10 @@ def test(args: argparse.Namespace) -> int:
     from metagrad.train.testing import run_test
 
     target: Path = args.target
+    if not target.exists():
+        raise FileNotFoundError(
+            f"{target} does not exist: give a run directory (holding config.toml) or a config file"
+        )
     if target.is_dir():
         cfg = load_config(target / "config.toml", args.overrides)
         checkpoint = args.checkpoint

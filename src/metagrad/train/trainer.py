@@ -59,13 +59,18 @@ def outer_lr(cfg: ExperimentConfig, step: int) -> float:
     return t.outer_lr
 
 
-def start_run(cfg: ExperimentConfig, run_dir: Path) -> None:
-    """Create ``run_dir`` with the resolved config; refuses to overwrite another run."""
+def refuse_existing_run(run_dir: Path) -> None:
+    """Raise ``FileExistsError`` if ``run_dir`` already holds a run (it is never overwritten)."""
     if (run_dir / CONFIG_FILE).exists():
         raise FileExistsError(
             f"{run_dir} already holds a run. Resume it with `metagrad train --resume "
             f"{run_dir}`, or choose another directory with --out."
         )
+
+
+def start_run(cfg: ExperimentConfig, run_dir: Path) -> None:
+    """Create ``run_dir`` with the resolved config; refuses to overwrite another run."""
+    refuse_existing_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, config_to_toml(cfg, header=f"metagrad run {cfg.name}"))
 
@@ -93,8 +98,10 @@ def train(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     if not resume:
+        refuse_existing_run(run_dir)
+    exp = build_experiment(cfg)  # before the run directory: missing data leaves no run behind
+    if not resume:
         start_run(cfg, run_dir)
-    exp = build_experiment(cfg)
     opt = make_optimizer(cfg, exp.model.parameters()) if _trainable(exp) else None
     step, best = 0, None
     if resume:
