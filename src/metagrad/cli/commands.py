@@ -15,6 +15,7 @@ USER_ERRORS = (
     DownloadError,
     FileNotFoundError,
     FileExistsError,
+    FloatingPointError,  # a diverged training: the message says what to lower
     ValueError,
 )
 CONFIG_DIR = Path("configs")
