@@ -140,8 +140,9 @@ def test_test_with_a_checkpoint_path(run_dir, tmp_path):
 def test_missing_data_leaves_no_run_directory(tmp_path, capsys):
     omni = str(ROOT / "configs" / "omniglot" / "maml_5w1s.toml")
     out = tmp_path / "run"
-    assert main(["train", omni, "--set", f"task.root={tmp_path / 'nothing'}", "--out",
-                 str(out)]) == 2
+    assert (
+        main(["train", omni, "--set", f"task.root={tmp_path / 'nothing'}", "--out", str(out)]) == 2
+    )
     assert "metagrad data download omniglot" in capsys.readouterr().err
     assert not out.exists()  # so the same command works once the data is there
 

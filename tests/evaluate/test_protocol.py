@@ -88,7 +88,8 @@ def test_non_transductive_with_running_statistics_uses_them():
     model = Conv4(3, filters=4, image_size=8, norm="running").double().eval()
     params, batch = split_state(model).params, image_batch()
     runner = TaskRunner.create(model, "loop")
-    non = evaluate(runner, F.cross_entropy, params, [batch], InnerLoop(0.3, 1), True,
-                   transductive=False)
+    non = evaluate(
+        runner, F.cross_entropy, params, [batch], InnerLoop(0.3, 1), True, transductive=False
+    )
     trans = evaluate(runner, F.cross_entropy, params, [batch], InnerLoop(0.3, 1), True)
     assert np.allclose(non.losses, trans.losses)  # eval-mode BatchNorm mixes nothing

@@ -13,7 +13,8 @@ One meta-iteration, all tasks batched (per-task parameters ``[tasks, ...]``):
    ``ratio = pi_{theta'(theta)}(a|s) / pi_old(a|s)`` on the validation episodes (``theta'`` the
    adapted parameters, a function of ``theta`` through the adaptation), subject to the mean
    ``KL(pi_old || pi_{theta'(theta)}) <= max_kl``. The step direction is conjugate gradient on
-   exact Hessian-vector products of that KL *through the adaptation*; the step is backtracked
+   exact Hessian-vector products of that KL *through the adaptation* (in the cheap form of
+   :mod:`metagrad.rl.fisher`); the step is backtracked
    until the surrogate improves within the trust region.
 
 The losses and their conventions (advantage normalisation per task, as the references) are in
@@ -34,6 +35,7 @@ from torch import Tensor, nn
 from metagrad.functional.optim import LearningRate, lr_schedule
 from metagrad.functional.params import Params
 from metagrad.rl.envs.base import BatchedEnv, Task
+from metagrad.rl.fisher import adaptation_fisher_product
 from metagrad.rl.objectives import (
     Batch,
     adapt_policy,
@@ -43,12 +45,7 @@ from metagrad.rl.objectives import (
 )
 from metagrad.rl.sampler import per_task, rollout
 from metagrad.rl.trajectories import Trajectories
-from metagrad.rl.trpo import (
-    conjugate_gradient,
-    flatten,
-    hessian_vector_product,
-    line_search,
-)
+from metagrad.rl.trpo import conjugate_gradient, flatten, line_search
 
 
 @dataclass(frozen=True)
@@ -106,19 +103,22 @@ def trpo_update(
     theta = {k: v.detach().requires_grad_() for k, v in theta.items()}
     adapted = adapt_policy(policy, theta, train, config.inner_lr, config.first_order)
     old = old_policy(policy, adapted, valid)
-    loss, kl = surrogate_and_kl(policy, adapted, valid, old)
+    loss = surrogate_and_kl(policy, adapted, valid, old)[0]
     timings["adaptation"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    k = config.fisher_tasks
-    subset = k is not None and k < valid.obs.shape[0]
-    grads = torch.autograd.grad(loss, list(theta.values()), retain_graph=not subset)
-    grad = flatten(dict(zip(theta, grads)))
-    if subset:  # a smaller adaptation graph for the KL's Hessian: the first k tasks only
-        train_k = [b.select(slice(k)) for b in train]
-        sub = adapt_policy(policy, theta, train_k, config.inner_lr, config.first_order)
-        kl = surrogate_and_kl(policy, sub, valid.select(slice(k)), old.select(slice(k)))[1]
-    hvp = hessian_vector_product(kl, theta, config.cg_damping)
+    grad = flatten(dict(zip(theta, torch.autograd.grad(loss, list(theta.values())))))
+    tasks = slice(config.fisher_tasks)  # the KL's Hessian on the first fisher_tasks tasks only
+    hvp = adaptation_fisher_product(
+        policy,
+        theta,
+        [b.select(tasks) for b in train],
+        valid.select(tasks),
+        old.select(tasks),
+        config.inner_lr,
+        config.first_order,
+        config.cg_damping,
+    )
     direction = conjugate_gradient(hvp, grad, config.cg_iters)
     shs = direction @ hvp(direction)
     full_step = torch.sqrt(2 * config.max_kl / (shs + 1e-8)) * direction
