@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -136,3 +137,27 @@ def test_resume_falls_back_to_the_previous_checkpoint_when_a_save_was_cut(tmp_pa
     resume_run(tmp_path / "cut", test=False)  # resumes from last.prev (step 10)
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_eval_inner_batch_size_overrides_the_training_one():
+    from metagrad.train.build import build_experiment
+    from metagrad.train.testing import evaluate_split
+
+    def test_losses(*extra):
+        exp = build_experiment(tiny("reptile_10shot", "eval.tasks=4", *extra))
+        return evaluate_split(exp, "test", 4).losses
+
+    full = test_losses()  # training uses the whole support set: so does the test
+    assert np.allclose(test_losses("eval.inner_batch_size=10"), full)  # 10 shots: all of it
+    assert not np.allclose(test_losses("eval.inner_batch_size=3"), full)
+
+
+def test_conv4_head_is_a_config_choice():
+    from metagrad.train.build import _model
+
+    omniglot = ROOT / "configs" / "omniglot"
+    assert load_config(omniglot / "reptile_5w1s.toml").model.head == "flatten"
+    for head, features in [("flatten", 256), ("mean", 64), (None, 64)]:
+        extra = [] if head is None else [f"model.head={head}"]
+        model = _model(load_config(omniglot / "maml_5w1s.toml", extra), (1, 28, 28))
+        assert model.head_kind == (head or "mean") and model.head.weight.shape[1] == features

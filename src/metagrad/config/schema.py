@@ -163,6 +163,9 @@ class Conv4Config(ModelConfig):
     modalities: ClassVar[frozenset[str]] = frozenset({"image"})
     filters: int = 64  # channels of every conv layer
     pool: Literal["stride", "max"] = "stride"  # downsample by stride-2 conv or 2x2 max pooling
+    # Features to the linear head: "mean" over space (MAML's code), "flatten" (Reptile's code);
+    # None: "mean" after strided convolutions, "flatten" after max pooling.
+    head: Literal["mean", "flatten"] | None = None
     # "transductive": batch norm with the current batch's statistics, even at test time (MAML);
     # "running": ordinary batch norm with running statistics; "none": no normalisation.
     norm: Norm = "transductive"
@@ -293,9 +296,10 @@ class EvalConfig(Section):
     seed: int = 1234  # seeds the test task stream, independent of the training seed
     transductive: bool = True  # normalise with the query batch's statistics (as MAML does)
     chunk_size: int | None = None  # test tasks adapted at once (None = algorithm's)
+    inner_batch_size: int | None = None  # support examples per test inner step (None = training's)
 
     def problems(self) -> Iterator[Problem]:
-        yield from at_least(self, 1, "tasks", "shots", "queries", "chunk_size")
+        yield from at_least(self, 1, "tasks", "shots", "queries", "chunk_size", "inner_batch_size")
         yield from at_least(self, 0, "inner_steps", "seed")
         yield from positive(self, "inner_lr")
 

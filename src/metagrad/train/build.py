@@ -146,7 +146,7 @@ def _model(cfg: ExperimentConfig, shape: tuple[int, ...]) -> nn.Module:
         features = int(torch.tensor(shape).prod())
         return MLP(features, outputs, m.hidden, m.activation, m.norm, input_dims=len(shape))
     if isinstance(m, Conv4Config):
-        return Conv4(outputs, m.in_channels, m.filters, shape[-1], m.pool, m.norm)
+        return Conv4(outputs, m.in_channels, m.filters, shape[-1], m.pool, m.norm, m.head)
     raise ValueError(f"no model builder for model {m.name!r}")
 
 

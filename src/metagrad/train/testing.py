@@ -28,7 +28,7 @@ def _inner(exp: Experiment, split: str) -> tuple[InnerLoop, int | None]:
     learner = exp.learner
     lr = ev.inner_lr if split == "test" else getattr(learner, "inner_lr", ev.inner_lr)
     inner = learner.inner_loop(ev.inner_steps, lr)
-    return inner, getattr(learner, "inner_batch_size", None)
+    return inner, exp.cfg.eval.inner_batch_size or getattr(learner, "inner_batch_size", None)
 
 
 def evaluate_split(exp: Experiment, split: str, tasks: int) -> EvalResult:
