@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -126,3 +129,58 @@ def test_checkpointed_steps_pass_gradients_to_a_learnable_learning_rate():
     for a, b in zip(*grads):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-14)
     assert grads[1][0].abs() > 0
+
+
+@pytest.mark.parametrize("steps", [1, 2, 7, 10])
+# Adam first order: its sqrt has no derivative where a gradient entry is zero (dead ReLUs).
+@pytest.mark.parametrize("optimizer,first_order", [(SGD(), False), (Adam(), True)])
+def test_segment_checkpointing_is_exact_for_any_number_of_steps(steps, optimizer, first_order):
+    model, loss_fn, batch = setup()
+    lrs = [
+        torch.tensor(0.05 + 0.01 * k, dtype=torch.float64, requires_grad=True) for k in range(steps)
+    ]
+    lrs[1 % steps] = 0.07  # a mix of learnable and plain learning rates
+    grads = []
+    for ck in (False, True):
+        params = split_state(model).params
+        phi = adapt(
+            loss_fn,
+            params,
+            batch,
+            inner_lr=lrs,
+            inner_steps=steps,
+            checkpoint=ck,
+            optimizer=optimizer,
+            first_order=first_order,
+        )
+        wanted = [*params.values(), *(lr for lr in lrs if isinstance(lr, torch.Tensor))]
+        grads.append(torch.autograd.grad(loss_fn(phi, batch), wanted))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-13)
+
+
+def _retained_bytes(steps, checkpoint):
+    """Bytes of the tensors saved for backward that the adapted parameters' graph keeps alive."""
+    model, loss_fn, batch = setup()
+    params = split_state(model).params
+    refs = []
+
+    def pack(t):
+        refs.append(weakref.ref(t))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        phi = adapt(loss_fn, params, batch, inner_lr=0.01, inner_steps=steps, checkpoint=checkpoint)
+    gc.collect()
+    alive = {id(t): t for r in refs if (t := r()) is not None}
+    data = {id(t) for t in batch.values()}  # the task's data are alive anyway
+    retained = sum(t.numel() * t.element_size() for k, t in alive.items() if k not in data)
+    del phi
+    return retained
+
+
+def test_checkpointed_adaptation_keeps_about_sqrt_steps_parameter_copies():
+    size = sum(p.numel() * p.element_size() for p in split_state(setup()[0]).params.values())
+    for steps, segments in [(4, 2), (36, 6), (100, 10)]:
+        assert _retained_bytes(steps, True) == segments * size  # each segment's inputs only
+    assert _retained_bytes(36, False) > 36 * size  # plain: every step's activations are kept

@@ -13,6 +13,7 @@ parameters, so the gradient of the sum w.r.t. task ``t``'s slice is task ``t``'s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ from metagrad.functional.optim import SGD, Adam, LearningRate, lr_schedule
 from metagrad.functional.params import Params
 
 LossFn = Callable[[Params, Any], Tensor]
+Step = Callable[..., tuple[Params, dict]]  # (params, state, lr, record) -> (params, state)
 
 
 def gradients(
@@ -69,6 +71,29 @@ def _in_graph(v: Tensor) -> bool:
     return v.requires_grad and (v.grad_fn is not None or v._base is None)
 
 
+def _step_functions(
+    loss_fn: LossFn,
+    batch: Any,
+    lrs: list[LearningRate],
+    first_order: bool,
+    optimizer: SGD | Adam,
+    batches: Callable[[int], Any] | None,
+) -> Iterator[Step]:
+    """One ``step(params, state, lr, record) -> (params, state)`` per inner step, in order.
+
+    ``record=False`` computes values only (the forward pass of a checkpointed step).
+    """
+    for step in range(len(lrs)):
+        data = batches(step) if batches is not None else batch
+
+        def one_step(p, st, lr, record=True, data=data, step=step):
+            create_graph = record and not first_order
+            grads = gradients(loss_fn(p, data), p, create_graph=create_graph)
+            return optimizer.step(p, grads, st, lr, step)
+
+        yield one_step
+
+
 def adapt_steps(
     loss_fn: LossFn,
     params: Params,
@@ -84,7 +109,9 @@ def adapt_steps(
     """The parameters after each of ``inner_steps`` steps, as :func:`adapt` takes them.
 
     Meta-testing scores the query set after every step from this one stream (optimiser state,
-    e.g. Adam's moments, carries over between steps as it must).
+    e.g. Adam's moments, carries over between steps as it must). ``checkpoint`` recomputes
+    each step in the backward pass (memory: one copy of the parameters per step; :func:`adapt`
+    does better, as it needs only the last step's parameters).
     """
     if inner_steps < 0:
         raise ValueError(f"inner_steps must be >= 0, got {inner_steps}")
@@ -93,20 +120,41 @@ def adapt_steps(
     with torch.enable_grad():  # adaptation needs gradients even when evaluating under no_grad
         params = prepare(params)
         state = optimizer.init(params)
-        for step, lr in enumerate(lrs):
-            data = batches(step) if batches is not None else batch
-
-            def one_step(p, st, lr, data=data, step=step, record=True):
-                # record=False: values only (the forward pass of a checkpointed step).
-                create_graph = record and not first_order
-                grads = gradients(loss_fn(p, data), p, create_graph=create_graph)
-                return optimizer.step(p, grads, st, lr, step)
-
+        steps = _step_functions(loss_fn, batch, lrs, first_order, optimizer, batches)
+        for one_step, lr in zip(steps, lrs):
             if checkpoint:
-                params, state = _checkpointed(one_step, params, state, lr)
+                params, state = _checkpointed_step(one_step, params, state, lr)
             else:
                 params, state = one_step(params, state, lr)
             yield params
+
+
+def _adapt_segmented(
+    steps: list[Step], lrs: list[LearningRate], params: Params, state: dict
+) -> Params:
+    """All steps in ``ceil(sqrt(K))``-step segments that keep only their inputs.
+
+    The backward pass recomputes a segment with each of its steps checkpointed in turn, so at
+    most about ``2 sqrt(K)`` copies of the parameters are alive at once, for one more forward
+    step per step than per-step checkpointing.
+    """
+    size = math.ceil(math.sqrt(len(steps)))
+    for start in range(0, len(steps), size):
+        segment = list(zip(steps[start : start + size], lrs[start : start + size]))
+
+        def run(p, st, extras, record, segment=segment):
+            learnable = iter(extras)  # tensor learning rates are the segment's extra inputs
+            for one_step, lr in segment:
+                lr = next(learnable) if isinstance(lr, Tensor) else lr
+                if record:
+                    p, st = _checkpointed_step(one_step, p, st, lr)
+                else:
+                    p, st = one_step(p, st, lr, record=False)
+            return p, st
+
+        extras = [lr for _, lr in segment if isinstance(lr, Tensor)]
+        params, state = _recomputed(run, params, state, extras)
+    return params
 
 
 class _Recomputed(torch.autograd.Function):
@@ -138,29 +186,34 @@ class _Recomputed(torch.autograd.Function):
         return (None, *(next(grads) if x.requires_grad else None for x in inputs))
 
 
-def _checkpointed(one_step, params: Params, state: dict, lr) -> tuple[Params, dict]:
-    """Run ``one_step`` keeping only its inputs (parameters, optimiser state, a learnable
-    learning rate) for the backward pass, which recomputes the step with its graph."""
+def _recomputed(run, params: Params, state: dict, extras: list[Tensor]) -> tuple[Params, dict]:
+    """``run(params, state, extras, record) -> (params, state)`` as one :class:`_Recomputed`
+    node: only its inputs (parameters, optimiser state, ``extras`` such as a learnable learning
+    rate) are kept for the backward pass, which reruns it with ``record=True``."""
     p_keys, s_keys = list(params), [(g, k) for g, sub in state.items() for k in sub]
     n, m = len(p_keys), len(s_keys)
-    lr_is_tensor = isinstance(lr, Tensor)
 
-    def run(tensors: list[Tensor], create_graph: bool) -> tuple[Tensor, ...]:
+    def flat_run(tensors: list[Tensor], record: bool) -> tuple[Tensor, ...]:
         p = dict(zip(p_keys, tensors[:n]))
         st: dict = {g: {} for g in state}
         for (g, k), t in zip(s_keys, tensors[n : n + m]):
             st[g][k] = t
-        step_lr = tensors[n + m] if lr_is_tensor else lr
-        # The backward pass differentiates the step: its inner gradients need their graph then.
-        new_p, new_st = one_step(p, st, step_lr, record=create_graph)
+        new_p, new_st = run(p, st, tensors[n + m :], record)
         return (*(new_p[k] for k in p_keys), *(new_st[g][k] for g, k in s_keys))
 
-    flat = [*(params[k] for k in p_keys), *(state[g][k] for g, k in s_keys)]
-    out = _Recomputed.apply(run, *flat, *([lr] if lr_is_tensor else []))
+    flat = [*(params[k] for k in p_keys), *(state[g][k] for g, k in s_keys), *extras]
+    out = _Recomputed.apply(flat_run, *flat)
     new_state: dict = {g: {} for g in state}
     for (g, k), t in zip(s_keys, out[n:]):
         new_state[g][k] = t
     return dict(zip(p_keys, out[:n])), new_state
+
+
+def _checkpointed_step(one_step: Step, params: Params, state: dict, lr) -> tuple[Params, dict]:
+    """One step that keeps only its inputs; the backward pass recomputes it with its graph."""
+    if isinstance(lr, Tensor):  # a learnable learning rate is an input of the step
+        return _recomputed(lambda p, st, ex, rec: one_step(p, st, ex[0], rec), params, state, [lr])
+    return _recomputed(lambda p, st, ex, rec: one_step(p, st, lr, rec), params, state, [])
 
 
 def adapt(
@@ -188,24 +241,33 @@ def adapt(
         optimizer: the inner update rule; plain SGD when omitted.
         batches: optional ``batches(step) -> batch`` giving each step its own data (mini-batches
             as Reptile uses); overrides ``batch``.
-        checkpoint: keep only each step's inputs for the backward pass and recompute its
-            activations then: memory stays flat as ``inner_steps`` grows, for about one more
-            forward and backward per step.
+        checkpoint: keep only the inputs of ``sqrt(inner_steps)``-step segments for the backward
+            pass and recompute the steps then: memory grows with ``sqrt(inner_steps)`` copies of
+            the parameters instead of ``inner_steps`` steps' activations, for about two more
+            forward steps per step.
 
     Returns:
         New parameters, a function of ``params`` through the autograd graph.
     """
-    result = params
-    for result in adapt_steps(  # noqa: B007 - the last step's parameters are the result
-        loss_fn,
-        params,
-        batch,
-        inner_lr=inner_lr,
-        inner_steps=inner_steps,
-        first_order=first_order,
-        optimizer=optimizer,
-        batches=batches,
-        checkpoint=checkpoint,
-    ):
-        pass
-    return result
+    if not checkpoint:
+        result = params
+        for result in adapt_steps(  # noqa: B007 - the last step's parameters are the result
+            loss_fn,
+            params,
+            batch,
+            inner_lr=inner_lr,
+            inner_steps=inner_steps,
+            first_order=first_order,
+            optimizer=optimizer,
+            batches=batches,
+        ):
+            pass
+        return result
+    if inner_steps < 0:
+        raise ValueError(f"inner_steps must be >= 0, got {inner_steps}")
+    optimizer = optimizer or SGD()
+    lrs = lr_schedule(inner_lr, inner_steps)
+    with torch.enable_grad():
+        params = prepare(params)
+        steps = list(_step_functions(loss_fn, batch, lrs, first_order, optimizer, batches))
+        return _adapt_segmented(steps, lrs, params, optimizer.init(params)) if steps else params
