@@ -117,9 +117,10 @@ class MetaLearner:
 class MAML(MetaLearner):
     """Model-Agnostic Meta-Learning; ``first_order=True`` gives FOMAML.
 
-    ``checkpoint_inner=True`` recomputes each inner step's activations during the backward
-    pass instead of keeping them, so memory stays flat as ``inner_steps`` grows (for large
-    models and long adaptations), at the cost of about one more forward and backward per step.
+    ``checkpoint_inner=True`` recomputes the inner steps during the backward pass instead of
+    keeping their activations: memory grows with ``sqrt(inner_steps)`` copies of the parameters
+    (for large models and long adaptations), at the cost of about two more forward steps per
+    step.
 
     Example::
 

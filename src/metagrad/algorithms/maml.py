@@ -46,7 +46,7 @@ class InnerLoop:
     inner_steps: int
     first_order: bool = False
     optimizer: SGD | Adam = field(default_factory=SGD)
-    checkpoint: bool = False  # recompute each step's activations in the backward pass
+    checkpoint: bool = False  # recompute the steps in the backward pass: sqrt(steps) memory
 
 
 def adapt_tasks(
