@@ -1,9 +1,11 @@
 """Where metagrad's time goes: ``torch.profiler`` table of one meta-iteration.
 
     python benchmarks/profile_loop.py --tasks 8 --path loop --pool max
+    python benchmarks/profile_loop.py --tasks 16 --ways 20 --queries 1 --steps 5 \
+        --path vectorized --pool stride --threads 1        # MAML's 20-way 1-shot
 
-Random Omniglot-shaped episodes (5-way 1-shot, 15 queries per class), Conv4 with 64 filters,
-one second-order inner step; prints ms per task and the top ops by self CPU time.
+Random Omniglot-shaped episodes (default 5-way 1-shot, 15 queries per class), Conv4 with 64
+filters, second-order inner steps; prints ms per task and the top ops by self CPU time.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ from metagrad.runtime import keep_freed_memory
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", type=int, default=8)
+    p.add_argument("--ways", type=int, default=5)
+    p.add_argument("--shots", type=int, default=1)
     p.add_argument("--queries", type=int, default=15)
+    p.add_argument("--steps", type=int, default=1, help="inner steps")
+    p.add_argument("--inner-lr", type=float, default=0.4)
     p.add_argument("--path", default="loop")
     p.add_argument("--pool", default="max", choices=["max", "stride"])
     p.add_argument("--threads", type=int, default=2)
@@ -31,14 +37,16 @@ def main() -> None:
     keep_freed_memory()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    t, ways, q = args.tasks, 5, args.queries
+    t, ways, k, q = args.tasks, args.ways, args.shots, args.queries
     batch = TaskBatch(
-        torch.randn(t, ways, 1, 28, 28),
-        torch.arange(ways).repeat(t, 1),
+        torch.randn(t, ways * k, 1, 28, 28),
+        torch.arange(ways).repeat_interleave(k).repeat(t, 1),
         torch.randn(t, ways * q, 1, 28, 28),
         torch.arange(ways).repeat_interleave(q).repeat(t, 1),
     )
-    maml = MAML(Conv4(ways, pool=args.pool), inner_lr=0.4, path=args.path)
+    maml = MAML(
+        Conv4(ways, pool=args.pool), inner_lr=args.inner_lr, inner_steps=args.steps, path=args.path
+    )
     maml.backward(batch)  # warm-up
     start = time.perf_counter()
     maml.backward(batch)
