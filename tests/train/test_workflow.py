@@ -69,6 +69,9 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, config):
     assert all(torch.equal(a[k], b[k]) for k in a)
     steps = [r["step"] for r in read_jsonl(tmp_path / "cut" / "metrics.jsonl")]
     assert steps == [r["step"] for r in read_jsonl(tmp_path / "straight" / "metrics.jsonl")]
+    # The wall clock of training carries over the interruption: it never goes back.
+    walls = [r["wall_s"] for r in read_jsonl(tmp_path / "cut" / "metrics.jsonl")]
+    assert walls == sorted(walls) and walls[0] > 0
 
 
 def test_resume_after_kill_9_is_bit_identical(tmp_path):

@@ -103,15 +103,20 @@ def train(
     if not resume:
         start_run(cfg, run_dir)
     opt = make_optimizer(cfg, exp.model.parameters()) if _trainable(exp) else None
-    step, best = 0, None
+    step, best, wall = 0, None, 0.0
     if resume:
-        step, best = _restore(exp, opt, run_dir)
+        step, best, wall = _restore(exp, opt, run_dir)
     t = cfg.train
     if opt is None:  # nothing to learn (the mean predictor): straight to the test
         step = t.iterations
     stop = min(t.iterations, max_steps or t.iterations)
     monitor = Monitor(run_dir, t.iterations, step)
     t_last, step_last = time.perf_counter(), step
+    t_start = t_last - wall  # wall-clock seconds of training carry over resumes
+
+    def wall_s() -> float:
+        return time.perf_counter() - t_start
+
     try:
         while step < stop:
             for group in opt.param_groups:
@@ -134,6 +139,7 @@ def train(
                 now = time.perf_counter()
                 rate = (step - step_last) * t.meta_batch_size / (now - t_last)
                 metrics = {"loss": loss, "lr": outer_lr(cfg, step - 1), "tasks_per_s": rate}
+                metrics["wall_s"] = wall_s()  # since the run started, validation included
                 if exp.classification:
                     acc = (out.query_out.argmax(-1) == batch.query_y).float().mean().item()
                     metrics["accuracy"] = acc
@@ -141,12 +147,12 @@ def train(
                 t_last, step_last = now, step
             if t.val_every and (step % t.val_every == 0 or step == t.iterations):
                 metric, summary = validation_metric(exp)
-                monitor.log(step, "val", summary)
+                monitor.log(step, "val", {**summary, "wall_s": wall_s()})
                 if best is None or metric > best:
                     best = metric
-                    _save(exp, opt, run_dir, "best", step, best)
+                    _save(exp, opt, run_dir, "best", step, best, wall_s())
             if (t.checkpoint_every and step % t.checkpoint_every == 0) or step == stop:
-                _save(exp, opt, run_dir, "last", step, best)
+                _save(exp, opt, run_dir, "last", step, best, wall_s())
     finally:
         monitor.close()
     result = None
@@ -187,7 +193,9 @@ def _trainable(exp: Experiment) -> bool:
     return hasattr(exp.learner, "backward")
 
 
-def _save(exp: Experiment, opt, run_dir: Path, name: str, step: int, best: float | None):
+def _save(
+    exp: Experiment, opt, run_dir: Path, name: str, step: int, best: float | None, wall: float
+):
     generators = {"reptile": exp.learner.generator} if _reptile_gen(exp) else {}
     state = {
         "step": step,
@@ -195,6 +203,7 @@ def _save(exp: Experiment, opt, run_dir: Path, name: str, step: int, best: float
         "rng": capture_rng_state(),
         "sampler": exp.train_tasks.state_dict(),
         "best_metric": best,
+        "wall_seconds": wall,
         "torch_generators": {k: g.get_state() for k, g in generators.items()},
     }
     save_checkpoint(run_dir, name, exp.model.state_dict(), state)
@@ -204,7 +213,7 @@ def _reptile_gen(exp: Experiment) -> bool:
     return getattr(exp.learner, "generator", None) is not None
 
 
-def _restore(exp: Experiment, opt, run_dir: Path) -> tuple[int, float | None]:
+def _restore(exp: Experiment, opt, run_dir: Path) -> tuple[int, float | None, float]:
     weights, state = load_resume_checkpoint(run_dir, exp.model.state_dict())
     exp.model.load_state_dict(weights)
     if opt is not None:
@@ -214,4 +223,4 @@ def _restore(exp: Experiment, opt, run_dir: Path) -> tuple[int, float | None]:
     for name, s in state.get("torch_generators", {}).items():
         if name == "reptile" and _reptile_gen(exp):
             exp.learner.generator.set_state(s)
-    return state["step"], state["best_metric"]
+    return state["step"], state["best_metric"], state.get("wall_seconds", 0.0)
