@@ -1,0 +1,128 @@
+"""Time to a validation accuracy on real Omniglot: metagrad against the peers, measured.
+
+    python benchmarks/time_to_accuracy.py --root ../shared/data/omniglot --target 0.98 \\
+        --impls 'metagrad-vec-grouped,l2l' --max-iters 8000 --out tta.json
+
+Every implementation trains the MAML paper's Omniglot 5-way 1-shot setting (strided Conv4,
+1 query per class, meta-batch 32, inner step 0.4, Adam 1e-3: ``configs/omniglot/maml_5w1s.toml``)
+from the same initial weights on the same seeded stream of training episodes, one after the
+other. Every ``--val-every`` iterations its weights are copied into metagrad's model and scored
+on the same fixed validation episodes by the same evaluator (3 inner steps), which is not
+counted as training time. Reported: iterations and training seconds until the validation
+accuracy first reaches ``--target``, and the seconds per iteration. Long: tens of minutes per
+implementation; run it on a quiet machine (the foreign CPU load is reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.measure import CpuSnapshot  # noqa: E402
+from benchmarks.peers import Implementation, build_implementations  # noqa: E402
+from benchmarks.settings import SETTINGS  # noqa: E402
+from metagrad.config import load_config  # noqa: E402
+from metagrad.runtime import keep_freed_memory  # noqa: E402
+from metagrad.train.build import Experiment, build_experiment  # noqa: E402
+from metagrad.train.testing import validation_metric  # noqa: E402
+
+CONFIG = ROOT / "configs" / "omniglot" / "maml_5w1s.toml"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root", required=True, help="Omniglot data (zips, folders or npz)")
+    p.add_argument("--target", type=float, default=0.98, help="validation accuracy to reach")
+    p.add_argument("--impls", default="metagrad-vec-grouped,l2l", help="comma-separated names")
+    p.add_argument("--max-iters", type=int, default=8000)
+    p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--val-tasks", type=int, default=300)
+    p.add_argument("--meta-batch", type=int, default=32, help="tasks per iteration (paper: 32)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write the JSON record here")
+    return p.parse_args(argv)
+
+
+def load_weights(impl: Implementation, exp: Experiment) -> None:
+    """Copy ``impl``'s weights into metagrad's model (same parameter order, see ``twin``)."""
+    with torch.no_grad():
+        for dst, src in zip(exp.model.parameters(), impl.model.parameters(), strict=True):
+            dst.copy_(src)
+
+
+def train_until(impl: Implementation, exp: Experiment, args: argparse.Namespace) -> dict:
+    """Train ``impl`` until validation reaches the target; the record of the run."""
+    curve, seconds, start = [], 0.0, CpuSnapshot()
+    reached = None
+    for it in range(1, args.max_iters + 1):
+        batch = exp.train_tasks.sample(exp.cfg.train.meta_batch_size)
+        t0 = time.perf_counter()
+        impl.step(batch)
+        seconds += time.perf_counter() - t0
+        if it % args.val_every == 0:
+            load_weights(impl, exp)
+            accuracy, _ = validation_metric(exp)
+            curve.append({"iteration": it, "train_seconds": seconds, "accuracy": accuracy})
+            print(f"{impl.name}: {it} its, {seconds:.0f} s, validation {accuracy:.4f}", flush=True)
+            if accuracy >= args.target:
+                reached = curve[-1]
+                break
+    return {
+        "name": impl.name,
+        "detail": impl.detail,
+        "reached": reached,
+        "seconds_per_iteration": seconds / it,
+        "foreign_cores": CpuSnapshot().foreign_since(start),
+        "curve": curve,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    keep_freed_memory()
+    torch.set_num_threads(args.threads)
+    cfg = load_config(
+        CONFIG,
+        [
+            f"task.root={args.root}",
+            f"seed={args.seed}",
+            f"train.val_tasks={args.val_tasks}",
+            f"train.meta_batch_size={args.meta_batch}",
+        ],
+    )
+    exp = build_experiment(cfg)
+    stream0 = exp.train_tasks.state_dict()
+    setting = SETTINGS["q1"].replace(tasks=cfg.train.meta_batch_size)
+    impls, skipped = build_implementations(setting, "stride", exp.model, args.impls.split(","))
+    impls = [i for i in impls if i.name in args.impls.split(",")]  # drop the implicit reference
+    records = []
+    for impl in impls:
+        exp.train_tasks.load_state_dict(stream0)  # the same episodes for every implementation
+        records.append(train_until(impl, exp, args))
+    report = {"target": args.target, "threads": args.threads, "runs": records, "skipped": skipped}
+    print(f"\n| implementation | iterations to {args.target:.0%} | training s | s / iteration |")
+    print("| --- | --- | --- | --- |")
+    for r in records:
+        its, secs = (
+            (r["reached"]["iteration"], r["reached"]["train_seconds"])
+            if r["reached"]
+            else ("not reached", r["curve"][-1]["train_seconds"] if r["curve"] else 0.0)
+        )
+        print(f"| {r['name']} | {its} | {secs:.0f} | {r['seconds_per_iteration']:.3f} |")
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()
