@@ -129,3 +129,30 @@ def test_native_batch_norm_of_torch_nn_under_vmap_path():
     got, _ = grads_of(make, F.cross_entropy, image_batch, "maml", "vectorized", torch.float64)
     for k in ref:
         assert_rel_close(got[k], ref[k], 1e-10, k, global_norm(ref))
+
+
+def test_auto_path_follows_the_measured_preference_for_the_task_sizes():
+    from metagrad import TaskBatch
+    from metagrad.algorithms.runner import TaskRunner
+
+    def batch(ways, shots, queries):
+        x = torch.zeros(2, ways * (shots + queries), 1, 28, 28)
+        y = torch.zeros(2, ways * (shots + queries), dtype=torch.long)
+        k = ways * shots
+        return TaskBatch(x[:, :k], y[:, :k], x[:, k:], y[:, k:])
+
+    strided, pooled = Conv4(5, pool="stride"), Conv4(5, pool="max")
+    running = Conv4(5, pool="stride", norm="running")
+    expected = [
+        (strided, batch(5, 1, 1), "native"),  # MAML's Omniglot 5-way 1-shot: 10 images
+        (strided, batch(20, 1, 1), "native"),  # 20-way 1-shot: 40 images
+        (strided, batch(5, 5, 5), "loop"),  # 50 images
+        (strided, batch(5, 1, 15), "loop"),
+        (pooled, batch(5, 1, 1), "loop"),  # 28x28 activations
+        (running, batch(5, 1, 1), "loop"),  # running statistics: the loop only
+        (MLP(4, 2, (8,)), None, "native"),
+    ]
+    for model, b, path in expected:
+        assert TaskRunner.create(model, "auto", b).path == path
+    assert TaskRunner.create(strided, "auto").path == "loop"  # sizes unknown: the reference
+    assert TaskRunner.create(strided, "loop", batch(5, 1, 1)).path == "loop"  # forced

@@ -75,6 +75,10 @@ class MetaLearner:
         """The model bound to its current frozen parameters and buffers."""
         return TaskRunner.create(self.model, self.path)
 
+    def runner_for(self, batch: TaskBatch) -> TaskRunner:
+        """:attr:`runner` with ``"auto"`` resolved for ``batch``'s task sizes."""
+        return TaskRunner.create(self.model, self.path, batch)
+
     @property
     def params(self) -> Params:
         """The adaptable parameters (the model's own tensors)."""
@@ -159,14 +163,16 @@ class MAML(MetaLearner):
 
     def meta_loss(self, batch: TaskBatch) -> MetaOutput:
         """The meta-objective with its graph (``out.loss.backward()`` works); no chunking."""
-        runner, params = self.runner, self.params
+        params = self.params
         batch = autocast_dtype(check_batch(batch), params)
+        runner = self.runner_for(batch)
         return maml_objective(runner, self.loss, params, batch, self.inner_loop())
 
     def backward(self, batch: TaskBatch) -> MetaOutput:
         """Accumulate the meta-gradient of ``batch`` into ``.grad``; returns the query losses."""
-        runner, params = self.runner, self.params
+        params = self.params
         batch = autocast_dtype(check_batch(batch), params)
+        runner = self.runner_for(batch)
         inner = self.inner_loop()
         chunk = self.chunk_size if runner.vectorized else 1
 
@@ -211,8 +217,9 @@ class Reptile(MetaLearner):
 
     def backward(self, batch: TaskBatch) -> MetaOutput:
         """Write (accumulate) the Reptile direction of ``batch`` into ``.grad``."""
-        runner, params = self.runner, self.params
+        params = self.params
         batch = autocast_dtype(check_batch(batch), params)
+        runner = self.runner_for(batch)
         direction, out = reptile_direction(
             runner,
             self.loss,

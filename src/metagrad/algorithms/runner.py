@@ -7,7 +7,8 @@
   run natively with per-task parameters through :mod:`metagrad.functional.kernels`; any other
   module runs under :func:`torch.func.vmap`.
 - ``"vmap"``: force :func:`torch.func.vmap` even for built-in models.
-- ``"auto"``: the model's ``preferred_path`` (the fastest correct path measured for it), else
+- ``"auto"``: the model's ``preferred_path`` (the fastest correct path measured for it, a
+  string or a function of the examples per task, e.g. :class:`metagrad.models.Conv4`'s), else
   ``"loop"``.
 """
 
@@ -33,8 +34,13 @@ def has_running_stats(model: nn.Module) -> bool:
     )
 
 
-def resolve_path(model: nn.Module, path: str) -> str:
+def resolve_path(model: nn.Module, path: str, examples: int | None = None) -> str:
     """The concrete path (``"loop"``, ``"native"`` or ``"vmap"``) for ``model``.
+
+    Args:
+        model: the model.
+        path: one of :data:`PATHS`.
+        examples: support + query examples per task, which ``"auto"`` may use (None: unknown).
 
     Raises:
         ValueError: unknown path, or a batched path asked for a model whose BatchNorm keeps
@@ -45,7 +51,8 @@ def resolve_path(model: nn.Module, path: str) -> str:
         raise ValueError(f"unknown execution path {path!r}: expected one of {PATHS}")
     running = has_running_stats(model)
     if path == "auto":
-        path = "loop" if running else getattr(model, "preferred_path", "loop")
+        preferred = getattr(model, "preferred_path", "loop")
+        path = "loop" if running else preferred(examples) if callable(preferred) else preferred
     if path == "loop":
         return "loop"
     if running:
@@ -75,9 +82,13 @@ class TaskRunner:
     path: str  # "loop" | "native" | "vmap"
 
     @classmethod
-    def create(cls, model: nn.Module, path: str = "auto") -> TaskRunner:
+    def create(
+        cls, model: nn.Module, path: str = "auto", batch: TaskBatch | None = None
+    ) -> TaskRunner:
+        """Bind ``model``; ``batch`` (optional) lets ``"auto"`` choose by the tasks' sizes."""
         state = split_state(model)
-        return cls(model, state.frozen, state.buffers, resolve_path(model, path))
+        examples = None if batch is None else batch.support_x.shape[1] + batch.query_x.shape[1]
+        return cls(model, state.frozen, state.buffers, resolve_path(model, path, examples))
 
     @property
     def vectorized(self) -> bool:

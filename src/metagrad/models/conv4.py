@@ -46,7 +46,17 @@ class Conv4(nn.Module):
     """
 
     task_batched = True
-    preferred_path = "loop"  # until the fast per-task convolution lands (BENCHMARKS.md)
+
+    def preferred_path(self, examples: int | None = None) -> str:
+        """The path ``"auto"`` runs, from the measurements of BENCHMARKS.md (one core):
+
+        - strided Conv4, small tasks: all tasks at once (5-way 1-shot with 1 query, 10 images
+          per task: 2x the loop; 20-way 1-shot, 40 images: 1.14x);
+        - larger tasks (5-way 5-shot with 5 queries, 50 images: the loop is 2x faster) and the
+          max-pool Conv4 (28x28 activations, where grouped convolutions lose): the loop.
+        """
+        small = examples is not None and examples <= 40
+        return "vectorized" if self.pool_kind == "stride" and small else "loop"
 
     def __init__(
         self,
@@ -70,7 +80,7 @@ class Conv4(nn.Module):
             blocks.append(ConvBlock(channels, filters, norm, pool))
             channels = filters
         self.features = nn.Sequential(*blocks)
-        self.head_kind = head
+        self.head_kind, self.pool_kind = head, pool
         self.flatten = Flatten(3)
         with torch.no_grad():  # size the head from one dummy forward
             probe = self.features.eval()(torch.zeros(2, in_channels, image_size, image_size))
