@@ -150,3 +150,14 @@ def test_missing_data_leaves_no_run_directory(tmp_path, capsys):
 def test_test_of_a_missing_target(tmp_path, capsys):
     assert main(["test", str(tmp_path / "nope")]) == 2
     assert "does not exist: give a run directory" in capsys.readouterr().err
+
+
+def test_validation_curves_script_draws_several_runs(run_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    script = ROOT / "scripts" / "validation_curves.py"
+    out = tmp_path / "curves.png"
+    args = [sys.executable, str(script), str(run_dir), str(run_dir), "--out", str(out)]
+    subprocess.run([*args, "--metric", "loss"], check=True, capture_output=True)
+    assert out.stat().st_size > 10_000
+    bad = subprocess.run([*args, "--metric", "nope"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "no validation 'nope' records" in bad.stderr
