@@ -132,8 +132,7 @@ def test_checkpointed_steps_pass_gradients_to_a_learnable_learning_rate():
 
 
 @pytest.mark.parametrize("steps", [1, 2, 7, 10])
-# Adam first order: its sqrt has no derivative where a gradient entry is zero (dead ReLUs).
-@pytest.mark.parametrize("optimizer,first_order", [(SGD(), False), (Adam(), True)])
+@pytest.mark.parametrize("optimizer,first_order", [(SGD(), False), (Adam(), False), (Adam(), True)])
 def test_segment_checkpointing_is_exact_for_any_number_of_steps(steps, optimizer, first_order):
     model, loss_fn, batch = setup()
     lrs = [
@@ -155,6 +154,7 @@ def test_segment_checkpointing_is_exact_for_any_number_of_steps(steps, optimizer
         )
         wanted = [*params.values(), *(lr for lr in lrs if isinstance(lr, torch.Tensor))]
         grads.append(torch.autograd.grad(loss_fn(phi, batch), wanted))
+    assert all(torch.isfinite(g).all() for g in grads[0])  # Adam's sqrt at a zero moment
     for a, b in zip(*grads):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-13)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from metagrad.functional.params import Params, zeros_like
@@ -65,8 +66,20 @@ class Adam:
         for k, g in grads.items():
             m[k] = b1 * m[k] + (1 - b1) * g
             v[k] = b2 * v[k] + (1 - b2) * g * g
-            new[k] = params[k] - (lr / c1) * m[k] / ((v[k] / c2).sqrt() + self.eps)
+            new[k] = params[k] - (lr / c1) * m[k] / (_sqrt(v[k] / c2) + self.eps)
         return new, {"m": m, "v": v}
+
+
+def _sqrt(x: Tensor) -> Tensor:
+    """``sqrt(x)`` for ``x >= 0`` whose derivative at 0 is 0 instead of inf.
+
+    Adam's second moment is 0 where a gradient entry is 0 (a dead ReLU, an unused input), and
+    differentiating through the step (second-order MAML with an Adam inner loop) would multiply
+    that infinity by the zero derivative of the moment: NaN. 0 is the subgradient of the
+    composite ``sqrt(c g^2) = sqrt(c) |g|`` at ``g = 0``.
+    """
+    positive = x > 0
+    return torch.where(positive, x, 1.0).sqrt() * positive
 
 
 def make_optimizer(name: str, betas: tuple[float, float] = (0.9, 0.999)) -> SGD | Adam:
