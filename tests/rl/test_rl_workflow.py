@@ -58,7 +58,12 @@ def test_a_run_directory_has_everything(tmp_path):
     weights, state = load_checkpoint(run, "best")
     names = [n for n, _ in build_rl_experiment(tiny()).policy.named_parameters()]
     assert sorted(weights) == sorted(names)
-    best_val = max(r["return_after"] for r in records if r["split"] == "val")
+    val_rows = [r for r in records if r["split"] == "val"]
+    for r in val_rows:  # validation runs the test's 3 steps; its metric is their mean return
+        steps = [r[f"return_step{k}"] for k in (1, 2, 3)]
+        assert r["return_adapted_mean"] == pytest.approx(np.mean(steps))
+        assert r["return_after"] == r["return_step1"]
+    best_val = max(r["return_adapted_mean"] for r in val_rows)
     assert state["best_metric"] == pytest.approx(best_val) == result.best_metric
     report = json.loads((run / "results.json").read_text())
     assert report["tasks"] == 5 and [s["step"] for s in report["steps"]] == [0, 1, 2, 3]

@@ -74,10 +74,6 @@ class RLExperiment:
             return meta_iteration(self.env, self.policy, theta, tasks, self.update, generator)
         return multitask_iteration(self.env, self.policy, theta, tasks, self.update, generator)
 
-    def validation_steps(self) -> int:
-        """Adaptation steps before the validation return is measured (training's, else 1)."""
-        return self.update.inner_steps if self.meta else 1
-
     def fixed_generator(self, split: str) -> torch.Generator:
         """The generator of a fixed evaluation: its tasks, then its episodes ("val", "test")."""
         offset = VAL_SEED_OFFSET if split == "val" else 0

@@ -130,11 +130,16 @@ def evaluate_split(
 
 
 def validate(exp: RLExperiment, theta: Params) -> RLEvalResult:
-    """Return on ``train.val_tasks`` fixed validation tasks after training's adaptation."""
-    steps = exp.validation_steps()
+    """Returns on ``train.val_tasks`` fixed validation tasks after 0..K adaptation steps.
+
+    The steps and step sizes are the test's (``[eval]``), so that validation predicts the test:
+    a policy whose first step is good but whose later steps degrade is not the best one.
+    """
+    ev = resolve_eval(exp.cfg)
+    assert ev.inner_lr is not None  # RL algorithms always adapt
     trajs = exp.cfg.task.trajectories
     return evaluate_split(
-        exp, theta, "val", exp.cfg.train.val_tasks, steps, exp.update.inner_lr, trajs
+        exp, theta, "val", exp.cfg.train.val_tasks, ev.inner_steps, ev.inner_lr, trajs
     )
 
 

@@ -10,10 +10,11 @@ directory holds the same files as a supervised run's:
   seconds spent ``time_sampling`` / ``time_adaptation`` / ``time_conjugate_gradient`` /
   ``time_line_search`` / ``time_total`` (for MuJoCo, ``time_env_workers`` simulating and
   ``time_env_ipc`` talking to the workers, both within sampling); per validation ("val") the
-  return before and after adaptation on fixed validation tasks and its wall time;
-- checkpoints ``last`` and ``best`` (highest validation return after adaptation) holding the
-  policy parameters as weights and the step, the best metric and the states of every random
-  number generator (the global ones and the generator all sampling draws from);
+  return before and after each of the test's adaptation steps on fixed validation tasks,
+  their mean over the steps (the metric that picks ``best``) and its wall time;
+- checkpoints ``last`` and ``best`` (highest validation return over the adaptation steps)
+  holding the policy parameters as weights and the step, the best metric and the states of
+  every random number generator (the global ones and the generator all sampling draws from);
 - ``results.json`` after the final test (:mod:`metagrad.rl.testing`).
 
 A stopped run resumes exactly: on CPU with one thread, N iterations, resume and N more give
@@ -147,16 +148,24 @@ def _iteration(
 
 
 def _validate(exp: RLExperiment, theta: Params) -> tuple[float, dict[str, float]]:
-    """The validation metric (return after adaptation; higher is better) and its summary."""
+    """The validation metric and its summary.
+
+    The metric (higher is better) is the return averaged over the test's adaptation steps
+    1..K (the return before adaptation when K = 0); the summary has the return after each step
+    (``return_step1``...), ``return_after`` after the first (the quantity training monitors)
+    and its interval.
+    """
     result = validate(exp, theta)
-    after = result.mean_return()
-    summary = {
-        "return_before": result.mean_return(0).mean,
-        "return_after": after.mean,
-        "return_after_ci95": after.ci95,
-        "time": result.seconds,
-    }
-    return after.mean, summary
+    steps = result.returns.shape[0] - 1
+    summary = {"return_before": result.mean_return(0).mean}
+    adapted = [result.mean_return(k) for k in range(1, steps + 1)]
+    for k, s in enumerate(adapted, 1):
+        summary[f"return_step{k}"] = s.mean
+    if adapted:
+        summary.update(return_after=adapted[0].mean, return_after_ci95=adapted[0].ci95)
+    metric = sum(s.mean for s in adapted) / steps if adapted else summary["return_before"]
+    summary.update(return_adapted_mean=metric, time=result.seconds)
+    return metric, summary
 
 
 def _save(
