@@ -84,14 +84,17 @@ def return_vs_iteration(run_dir: Path, baselines: Sequence[Path] = ()) -> Path:
             after = [r["return_after"] for r in train]
             ax.plot(steps, after, "-", color=color, label=f"{name}: after adaptation")
         val = _records(run, "val")
-        if val:
+        keys = [f"return_step{k}" for k in range(1, 5) if val and f"return_step{k}" in val[0]]
+        if not keys and val and "return_after" in val[0]:  # runs validated after one step
+            keys = ["return_after"]
+        for k, (key, marker) in enumerate(zip(keys, "o^sv"), 1):
             ax.plot(
                 [r["step"] for r in val],
-                [r["return_after"] for r in val],
-                "o",
+                [r[key] for r in val],
+                marker,
                 color=color,
                 ms=4,
-                label=f"{name}: validation tasks, after adaptation",
+                label=f"{name}: validation tasks, after {k} step{'s' if k > 1 else ''}",
             )
     ax.set(xlabel="meta-iteration", ylabel="average return")
     ax.grid(alpha=0.3)
