@@ -46,6 +46,20 @@ def test_twenty_iterations_then_meta_test(tmp_path, config):
     assert "accuracy" in report["steps"][-1]
 
 
+def test_validation_episodes_are_shaped_as_the_test_episodes():
+    from metagrad.train.build import build_experiment
+
+    # Reptile trains on 10 shots per class and is tested on 1: validating on 10 shots scored
+    # 97% where the test scored 82%, so validation must use the test's shots and queries.
+    cfg = load_config(ROOT / "configs" / "omniglot" / "reptile_5w1s.toml", SMOKE)
+    assert (cfg.task.shots, cfg.eval.shots) == (10, 1)
+    exp = build_experiment(cfg)
+    val, test = exp.fixed("val", 0, 2), exp.fixed("test", 0, 2)
+    assert val.support_x.shape[1:] == test.support_x.shape[1:] == (5, 1, 28, 28)
+    assert val.query_x.shape[1] == test.query_x.shape[1] == 5
+    assert exp.train_tasks.sample(2).support_x.shape[1] == 50
+
+
 def test_non_transductive_meta_test(tmp_path):
     cfg = load_config(
         ROOT / "configs" / "omniglot" / "maml_5w1s.toml",

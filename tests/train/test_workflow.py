@@ -164,3 +164,13 @@ def test_conv4_head_is_a_config_choice():
         extra = [] if head is None else [f"model.head={head}"]
         model = _model(load_config(omniglot / "maml_5w1s.toml", extra), (1, 28, 28))
         assert model.head_kind == (head or "mean") and model.head.weight.shape[1] == features
+
+
+def test_sinusoid_validation_tasks_have_the_test_shots():
+    from metagrad.train.build import build_experiment
+
+    exp = build_experiment(tiny("maml_10shot", "eval.shots=5", "eval.queries=7"))
+    assert exp.cfg.task.shots == 10  # trained on 10 points, tested (and validated) on 5
+    for split in ("val", "test"):
+        batch = exp.fixed(split, 0, 3)
+        assert (batch.support_x.shape[1], batch.query_x.shape[1]) == (5, 7)

@@ -84,9 +84,9 @@ def _tasks(cfg: ExperimentConfig) -> tuple[TrainStream, FixedTasks, tuple[int, .
 
         def fixed(split: str, start: int, count: int) -> TaskBatch:
             seed = cfg.eval.seed + (VAL_SEED_OFFSET if split == "val" else 0)
-            shots = ev.shots if split == "test" else task.shots
-            queries = ev.queries if split == "test" else task.queries
-            return fixed_tasks(family, seed, start, count, shots, queries)[0]
+            # Validation episodes are shaped as the test's, so that validation predicts the test
+            # (Reptile trains on 10 shots per class and is tested on 1 or 5).
+            return fixed_tasks(family, seed, start, count, ev.shots, ev.queries)[0]
 
         return stream, fixed, (1,)
     if isinstance(task, OmniglotTaskConfig):
@@ -115,11 +115,11 @@ def _omniglot(cfg: ExperimentConfig, task: OmniglotTaskConfig, ev):
         seed=cfg.seed,
     )
     samplers = {
-        "val": EpisodeSampler(
+        "val": EpisodeSampler(  # shaped as the test's episodes: validation predicts the test
             sets["val"].images,
             task.ways,
-            task.shots,
-            task.queries,
+            ev.shots,
+            ev.queries,
             rotations=sets["val"].rotations,
             seed=cfg.eval.seed + VAL_SEED_OFFSET,
         ),

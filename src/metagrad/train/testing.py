@@ -22,8 +22,9 @@ RESULTS_FILE = "results.json"
 
 
 def _inner(exp: Experiment, split: str) -> tuple[InnerLoop, int | None]:
-    """Test-time inner loop of ``split``: the [eval] settings for "test", training's for "val"
-    (except the number of steps, which is the test one so validation predicts the test)."""
+    """Test-time inner loop of ``split``: the [eval] settings for "test", training's step size
+    for "val" (whose episodes, steps and batch size are the test's, so that validation predicts
+    the test)."""
     ev = resolve_eval(exp.cfg)
     learner = exp.learner
     lr = ev.inner_lr if split == "test" else getattr(learner, "inner_lr", ev.inner_lr)
