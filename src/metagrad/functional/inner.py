@@ -158,8 +158,8 @@ def _adapt_segmented(
 
 
 class _Recomputed(torch.autograd.Function):
-    """A step ``outputs = run(*inputs)`` that saves only its inputs and recomputes itself (with
-    its graph) in the backward pass, so memory does not grow with the number of steps."""
+    """A step or a segment of steps, ``outputs = run(*inputs)``, that saves only its inputs and
+    recomputes itself (with its graph) in the backward pass."""
 
     @staticmethod
     def forward(ctx, run, *inputs):
