@@ -71,6 +71,15 @@ def _in_graph(v: Tensor) -> bool:
     return v.requires_grad and (v.grad_fn is not None or v._base is None)
 
 
+def _plan(
+    inner_lr: LearningRate | Sequence[LearningRate], inner_steps: int, optimizer: SGD | Adam | None
+) -> tuple[SGD | Adam, list[LearningRate]]:
+    """The update rule (plain SGD when omitted) and the learning rate of each step."""
+    if inner_steps < 0:
+        raise ValueError(f"inner_steps must be >= 0, got {inner_steps}")
+    return optimizer or SGD(), lr_schedule(inner_lr, inner_steps)
+
+
 def _step_functions(
     loss_fn: LossFn,
     batch: Any,
@@ -113,10 +122,7 @@ def adapt_steps(
     each step in the backward pass (memory: one copy of the parameters per step; :func:`adapt`
     does better, as it needs only the last step's parameters).
     """
-    if inner_steps < 0:
-        raise ValueError(f"inner_steps must be >= 0, got {inner_steps}")
-    optimizer = optimizer or SGD()
-    lrs = lr_schedule(inner_lr, inner_steps)
+    optimizer, lrs = _plan(inner_lr, inner_steps, optimizer)
     with torch.enable_grad():  # adaptation needs gradients even when evaluating under no_grad
         params = prepare(params)
         state = optimizer.init(params)
@@ -263,10 +269,7 @@ def adapt(
         ):
             pass
         return result
-    if inner_steps < 0:
-        raise ValueError(f"inner_steps must be >= 0, got {inner_steps}")
-    optimizer = optimizer or SGD()
-    lrs = lr_schedule(inner_lr, inner_steps)
+    optimizer, lrs = _plan(inner_lr, inner_steps, optimizer)
     with torch.enable_grad():
         params = prepare(params)
         steps = list(_step_functions(loss_fn, batch, lrs, first_order, optimizer, batches))
