@@ -106,7 +106,7 @@ def test_adam_matches_torch_optim_adam():
 
 def test_sgd_leaves_parameters_without_gradient_unchanged():
     p = {"a": torch.ones(2), "b": torch.ones(2)}
-    new, _ = SGD().step(p, {"a": torch.ones(2)}, {}, 0.5, 0)
+    new, _ = SGD().step(p, {"a": torch.ones(2)}, {}, 0.5)
     assert torch.equal(new["a"], torch.full((2,), 0.5)) and new["b"] is p["b"]
 
 

@@ -59,10 +59,15 @@ def test_a_run_directory_has_everything(tmp_path):
     assert result.test.losses.shape == (4, 12)
 
 
-@pytest.mark.parametrize("config", ["maml_10shot", "reptile_10shot"])
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, config):
-    train(tiny(config), tmp_path / "straight", test=False)
-    cut = train(tiny(config), tmp_path / "cut", test=False, max_steps=10)
+CARRY = ("algorithm.inner_optimizer=adam", "algorithm.inner_state=carry")
+
+
+@pytest.mark.parametrize(
+    "config,extra", [("maml_10shot", ()), ("reptile_10shot", ()), ("reptile_10shot", CARRY)]
+)
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, config, extra):
+    train(tiny(config, *extra), tmp_path / "straight", test=False)
+    cut = train(tiny(config, *extra), tmp_path / "cut", test=False, max_steps=10)
     assert cut.steps == 10
     resume_run(tmp_path / "cut", test=False)
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "cut")
@@ -72,6 +77,24 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, config):
     # The wall clock of training carries over the interruption: it never goes back.
     walls = [r["wall_s"] for r in read_jsonl(tmp_path / "cut" / "metrics.jsonl")]
     assert walls == sorted(walls) and walls[0] > 0
+    if extra:  # the carried inner state went through the checkpoint and on from it
+        a, b = (load_checkpoint(tmp_path / r, "last")[1]["learner"] for r in ("straight", "cut"))
+        assert a["inner_state"]["t"]["steps"].item() == 20 * 25 * 5  # iterations*tasks*steps
+        v_a, v_b = a["inner_state"]["v"], b["inner_state"]["v"]
+        assert v_a.keys() == v_b.keys() and all(torch.equal(v_a[k], v_b[k]) for k in v_a)
+
+
+def test_the_test_of_a_carry_run_starts_from_its_checkpointed_state(tmp_path):
+    from metagrad.train.build import build_experiment
+    from metagrad.train.testing import run_test
+
+    cfg = tiny("reptile_10shot", *CARRY)
+    train(cfg, tmp_path / "run", test=False)
+    exp = build_experiment(cfg)
+    assert exp.learner.carried is None
+    run_test(tmp_path / "run", "best", exp=exp)
+    saved = load_checkpoint(tmp_path / "run", "best")[1]["learner"]["inner_state"]
+    assert torch.equal(exp.learner.carried["v"]["net.0.weight"], saved["v"]["net.0.weight"])
 
 
 def test_resume_after_kill_9_is_bit_identical(tmp_path):

@@ -117,6 +117,19 @@ class MetaLearner:
     def backward(self, batch: TaskBatch) -> MetaOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def state_dict(self) -> dict:
+        """What the learner itself learns besides the model's weights (saved in checkpoints)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s output."""
+        if state:
+            raise ValueError(
+                f"{type(self).__name__} keeps no state, but the checkpoint has {sorted(state)}: "
+                "it was saved by another algorithm or configuration; test it with its own run's "
+                "config.toml"
+            )
+
 
 class MAML(MetaLearner):
     """Model-Agnostic Meta-Learning; ``first_order=True`` gives FOMAML.
@@ -191,6 +204,10 @@ class Reptile(MetaLearner):
         inner_optimizer: ``"sgd"`` or ``"adam"`` (the paper's Omniglot runs: Adam, beta1=0).
         inner_batch_size: support examples per inner step (None: the whole support set).
         adam_betas: betas of the inner Adam.
+        inner_state: ``"reset"`` starts every task's inner optimiser afresh; ``"carry"`` keeps
+            its state (Adam's moments and step count) from one meta-batch to the next, as the
+            Reptile paper's code did, and starts meta-test tasks from it too. The state is part
+            of :meth:`state_dict`, so checkpoints keep it.
         generator: random source of the mini-batch order (seed it for reproducibility).
     """
 
@@ -204,23 +221,28 @@ class Reptile(MetaLearner):
         inner_optimizer: str = "sgd",
         inner_batch_size: int | None = None,
         adam_betas: tuple[float, float] = (0.0, 0.999),
+        inner_state: str = "reset",
         path: str = "auto",
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(model, loss, inner_lr=inner_lr, inner_steps=inner_steps, path=path)
+        if inner_state not in ("reset", "carry"):
+            raise ValueError(f"inner_state must be 'reset' or 'carry', got {inner_state!r}")
         self.optimizer = make_optimizer(inner_optimizer, adam_betas)
         self.inner_batch_size, self.generator = inner_batch_size, generator
+        self.inner_state = inner_state
+        self.carried: dict | None = None  # the inner optimiser's state when carried
 
     def inner_loop(self, inner_steps: int | None = None, inner_lr=None) -> InnerLoop:
         base = super().inner_loop(inner_steps, inner_lr)
-        return InnerLoop(base.inner_lr, base.inner_steps, True, self.optimizer)
+        return InnerLoop(base.inner_lr, base.inner_steps, True, self.optimizer, state=self.carried)
 
     def backward(self, batch: TaskBatch) -> MetaOutput:
         """Write (accumulate) the Reptile direction of ``batch`` into ``.grad``."""
         params = self.params
         batch = autocast_dtype(check_batch(batch), params)
         runner = self.runner_for(batch)
-        direction, out = reptile_direction(
+        direction, out, state = reptile_direction(
             runner,
             self.loss,
             params,
@@ -230,4 +252,19 @@ class Reptile(MetaLearner):
             self.generator,
         )
         accumulate_grad(params, direction)
+        if self.inner_state == "carry":
+            self.carried = {g: {k: v.detach() for k, v in sub.items()} for g, sub in state.items()}
         return out
+
+    def state_dict(self) -> dict:
+        return {} if self.carried is None else {"inner_state": self.carried}
+
+    def load_state_dict(self, state: dict) -> None:
+        unknown = set(state) - {"inner_state"}
+        if unknown or (state and self.inner_state != "carry"):
+            raise ValueError(
+                f"this Reptile (inner_state={self.inner_state!r}) cannot load a learner state "
+                f"with {sorted(state)}: it was saved with algorithm.inner_state = 'carry'; test "
+                "it with its own run's config.toml"
+            )
+        self.carried = state.get("inner_state")

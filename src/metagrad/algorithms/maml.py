@@ -47,6 +47,7 @@ class InnerLoop:
     first_order: bool = False
     optimizer: SGD | Adam = field(default_factory=SGD)
     checkpoint: bool = False  # recompute the steps in the backward pass: sqrt(steps) memory
+    state: dict | None = None  # optimiser state every task starts from (None: a fresh one)
 
 
 def adapt_tasks(
@@ -91,6 +92,7 @@ def _adapt(support_loss, params: Params, x: Tensor, y: Tensor, inner: InnerLoop,
         optimizer=inner.optimizer,
         batches=batches,
         checkpoint=inner.checkpoint,
+        state=inner.state,
     )
 
 

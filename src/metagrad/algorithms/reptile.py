@@ -15,7 +15,7 @@ from torch import Tensor
 
 from metagrad.algorithms.maml import InnerLoop, Loss, MetaOutput
 from metagrad.algorithms.runner import TaskRunner, task_losses
-from metagrad.functional.inner import adapt
+from metagrad.functional.inner import adapt_with_state
 from metagrad.functional.params import Params, detached
 from metagrad.tasks.batch import TaskBatch
 
@@ -52,29 +52,39 @@ def reptile_direction(
     inner: InnerLoop,
     inner_batch_size: int | None = None,
     generator: torch.Generator | None = None,
-) -> tuple[Params, MetaOutput]:
-    """``theta - mean_t phi_t`` for a meta-batch, and the adapted query losses.
+) -> tuple[Params, MetaOutput, dict]:
+    """``theta - mean_t phi_t`` for a meta-batch, the adapted query losses, and the inner
+    optimiser's state after the batch.
 
     Args:
         runner: the model and its execution path.
         loss: per-task loss ``loss(output, target) -> scalar``.
         params: ``theta`` (not modified; no graph is kept to it).
         batch: the tasks; ``phi`` is trained on the support sets only.
-        inner: inner learning rate(s), steps and update rule (always first order).
+        inner: inner learning rate(s), steps and update rule (always first order); every task
+            starts from ``inner.state`` (a fresh state when None).
         inner_batch_size: support examples per inner step (None: all).
         generator: random source of the mini-batch order.
+
+    Returns:
+        ``(direction, output, state)``. ``state`` is where the optimiser would be had the tasks
+        run one after the other from ``inner.state`` (:meth:`Adam.chain`): pass it on as the
+        next batch's ``inner.state`` to keep Adam's moments across tasks, as Reptile's code
+        does. The tasks themselves run in parallel, each from ``inner.state``.
     """
     theta = detached(params)
     pick = minibatch_schedule(batch.support_x.shape[1], inner_batch_size, generator)
     has_query = batch.query_x.shape[1] > 0  # Reptile needs no query set; it may be empty
+    start = inner.state if inner.state is not None else inner.optimizer.init(theta)
     if runner.vectorized:
-        delta = _displacement(
+        delta, ends = _displacement(
             runner,
             loss,
             theta,
             batch.support_x,
             batch.support_y,
             inner,
+            start,
             pick,
             batch.num_tasks,
         )
@@ -82,22 +92,26 @@ def reptile_direction(
         out = _query(runner.batched, theta, delta, batch.query_x) if has_query else None
     else:
         mean_delta = {k: torch.zeros_like(v) for k, v in theta.items()}
-        outs = []
+        outs, task_ends = [], []
         for task in batch:
-            delta = _displacement(
-                runner, loss, theta, task.support_x, task.support_y, inner, pick, None
+            delta, end = _displacement(
+                runner, loss, theta, task.support_x, task.support_y, inner, start, pick, None
             )
+            task_ends.append(end)
             for k, v in delta.items():
                 mean_delta[k] += v / batch.num_tasks
             if has_query:
                 outs.append(_query(runner.forward, theta, delta, task.query_x))
         out = torch.stack(outs) if has_query else None
+        ends = {g: {k: torch.stack([e[g][k] for e in task_ends]) for k in start[g]} for g in start}
+    state = inner.optimizer.chain(start, ends, inner.inner_steps, batch.num_tasks)
     if has_query:
         losses = task_losses(loss, out, batch.query_y)
     else:  # report NaN losses and an empty output rather than fail
         losses = batch.support_x.new_full((batch.num_tasks,), float("nan"))
         out = batch.support_x.new_empty(batch.num_tasks, 0)
-    return {k: -v for k, v in mean_delta.items()}, MetaOutput(losses.mean(), losses, out)
+    direction = {k: -v for k, v in mean_delta.items()}
+    return direction, MetaOutput(losses.mean(), losses, out), state
 
 
 def _displacement(
@@ -107,10 +121,12 @@ def _displacement(
     x: Tensor,
     y: Tensor,
     inner: InnerLoop,
+    start: dict,
     pick,
     tasks: int | None,
-) -> Params:
-    """``phi - theta`` after the inner loop, per task when ``tasks`` is given.
+) -> tuple[Params, dict]:
+    """``phi - theta`` after the inner loop, per task when ``tasks`` is given, and the inner
+    optimiser's final state (started from ``start``).
 
     The inner loop runs on the displacement itself (``phi = theta + delta``, ``delta`` from 0),
     so the small Reptile direction is accumulated directly instead of recovered as the
@@ -130,7 +146,7 @@ def _displacement(
         if per_task
         else (lambda s: (x[pick(s)], y[pick(s)]))
     )
-    delta = adapt(
+    delta, end = adapt_with_state(
         support_loss,
         delta0,
         (x, y),
@@ -139,8 +155,9 @@ def _displacement(
         first_order=True,
         optimizer=inner.optimizer,
         batches=None if pick is None else idx,
+        state=start,
     )
-    return {k: v.detach() for k, v in delta.items()}
+    return {k: v.detach() for k, v in delta.items()}, end
 
 
 def _query(forward, theta: Params, delta: Params, x: Tensor) -> Tensor:

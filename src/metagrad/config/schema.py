@@ -226,12 +226,17 @@ class ReptileConfig(AlgorithmConfig):
     inner_optimizer: Literal["sgd", "adam"] = "sgd"  # optimizer of the inner loop
     inner_batch_size: int | None = None  # support examples per inner step (None = all)
     adam_betas: tuple[float, float] = (0.0, 0.999)  # inner Adam betas (beta1 = 0 as in the paper)
+    # "reset": every task starts the inner optimizer afresh; "carry": its state (Adam's moments)
+    # goes on from task to task and into meta-testing, as in the Reptile paper's code.
+    inner_state: Literal["reset", "carry"] = "reset"
     path: InnerPath = "auto"  # as MAMLConfig.path
     chunk_size: int | None = None  # as MAMLConfig.chunk_size
 
     def problems(self) -> Iterator[Problem]:
         yield from positive(self, "inner_lr")
         yield from at_least(self, 1, "inner_steps", "inner_batch_size", "chunk_size")
+        if self.inner_state == "carry" and self.inner_optimizer == "sgd":
+            yield "inner_state", "'carry' keeps an optimizer state, and SGD has none: use adam"
         if not all(0.0 <= b < 1.0 for b in self.adam_betas):
             yield "adam_betas", f"must both be in [0, 1), got {list(self.adam_betas)}"
 

@@ -172,6 +172,7 @@ def _stream(runner, loss, theta, data, inner: InnerLoop, pick, per_task: bool) -
         first_order=True,
         optimizer=inner.optimizer,
         batches=None if pick is None else steps,
+        state=inner.state,
     ):
         yield detached(p)
 

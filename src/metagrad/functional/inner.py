@@ -95,10 +95,10 @@ def _step_functions(
     for step in range(len(lrs)):
         data = batches(step) if batches is not None else batch
 
-        def one_step(p, st, lr, record=True, data=data, step=step):
+        def one_step(p, st, lr, record=True, data=data):
             create_graph = record and not first_order
             grads = gradients(loss_fn(p, data), p, create_graph=create_graph)
-            return optimizer.step(p, grads, st, lr, step)
+            return optimizer.step(p, grads, st, lr)
 
         yield one_step
 
@@ -114,6 +114,7 @@ def adapt_steps(
     optimizer: SGD | Adam | None = None,
     batches: Callable[[int], Any] | None = None,
     checkpoint: bool = False,
+    state: dict | None = None,
 ) -> Iterator[Params]:
     """The parameters after each of ``inner_steps`` steps, as :func:`adapt` takes them.
 
@@ -122,22 +123,39 @@ def adapt_steps(
     each step in the backward pass (memory: one copy of the parameters per step; :func:`adapt`
     does better, as it needs only the last step's parameters).
     """
-    optimizer, lrs = _plan(inner_lr, inner_steps, optimizer)
+    plan = _plan(inner_lr, inner_steps, optimizer)
+    trajectory = _trajectory(loss_fn, params, batch, plan, first_order, batches, checkpoint, state)
+    for stepped, _ in trajectory:
+        yield stepped
+
+
+def _trajectory(
+    loss_fn: LossFn,
+    params: Params,
+    batch: Any,
+    plan: tuple[SGD | Adam, list[LearningRate]],
+    first_order: bool,
+    batches: Callable[[int], Any] | None,
+    checkpoint: bool,
+    state: dict | None,
+) -> Iterator[tuple[Params, dict]]:
+    """``(params, optimiser state)`` after each step, each step kept or checkpointed."""
+    optimizer, lrs = plan
     with torch.enable_grad():  # adaptation needs gradients even when evaluating under no_grad
         params = prepare(params)
-        state = optimizer.init(params)
+        state = optimizer.init(params) if state is None else state
         steps = _step_functions(loss_fn, batch, lrs, first_order, optimizer, batches)
         for one_step, lr in zip(steps, lrs):
             if checkpoint:
                 params, state = _checkpointed_step(one_step, params, state, lr)
             else:
                 params, state = one_step(params, state, lr)
-            yield params
+            yield params, state
 
 
 def _adapt_segmented(
     steps: list[Step], lrs: list[LearningRate], params: Params, state: dict
-) -> Params:
+) -> tuple[Params, dict]:
     """All steps in ``ceil(sqrt(K))``-step segments that keep only their inputs.
 
     The backward pass recomputes a segment with each of its steps checkpointed in turn, so at
@@ -160,7 +178,7 @@ def _adapt_segmented(
 
         extras = [lr for _, lr in segment if isinstance(lr, Tensor)]
         params, state = _recomputed(run, params, state, extras)
-    return params
+    return params, state
 
 
 class _Recomputed(torch.autograd.Function):
@@ -233,6 +251,7 @@ def adapt(
     optimizer: SGD | Adam | None = None,
     batches: Callable[[int], Any] | None = None,
     checkpoint: bool = False,
+    state: dict | None = None,
 ) -> Params:
     """Adapt ``params`` to one task (or a task-batched set) by ``inner_steps`` gradient steps.
 
@@ -251,26 +270,49 @@ def adapt(
             pass and recompute the steps then: memory grows with ``sqrt(inner_steps)`` copies of
             the parameters instead of ``inner_steps`` steps' activations, for about two more
             forward steps per step.
+        state: the optimiser state to start from (default: a fresh ``optimizer.init``).
 
     Returns:
         New parameters, a function of ``params`` through the autograd graph.
     """
+    return adapt_with_state(
+        loss_fn,
+        params,
+        batch,
+        inner_lr=inner_lr,
+        inner_steps=inner_steps,
+        first_order=first_order,
+        optimizer=optimizer,
+        batches=batches,
+        checkpoint=checkpoint,
+        state=state,
+    )[0]
+
+
+def adapt_with_state(
+    loss_fn: LossFn,
+    params: Params,
+    batch: Any,
+    *,
+    inner_lr: LearningRate | Sequence[LearningRate],
+    inner_steps: int,
+    first_order: bool = False,
+    optimizer: SGD | Adam | None = None,
+    batches: Callable[[int], Any] | None = None,
+    checkpoint: bool = False,
+    state: dict | None = None,
+) -> tuple[Params, dict]:
+    """:func:`adapt`, also returning the optimiser's final state (to carry it to later tasks,
+    as Reptile's code does with its Adam moments)."""
+    plan = _plan(inner_lr, inner_steps, optimizer)
     if not checkpoint:
-        result = params
-        for result in adapt_steps(  # noqa: B007 - the last step's parameters are the result
-            loss_fn,
-            params,
-            batch,
-            inner_lr=inner_lr,
-            inner_steps=inner_steps,
-            first_order=first_order,
-            optimizer=optimizer,
-            batches=batches,
-        ):
+        result = (params, plan[0].init(params) if state is None else state)  # for zero steps
+        for result in _trajectory(loss_fn, params, batch, plan, first_order, batches, False, state):  # noqa: B007
             pass
         return result
-    optimizer, lrs = _plan(inner_lr, inner_steps, optimizer)
+    optimizer, lrs = plan
     with torch.enable_grad():
         params = prepare(params)
+        state = optimizer.init(params) if state is None else state
         steps = list(_step_functions(loss_fn, batch, lrs, first_order, optimizer, batches))
-        return _adapt_segmented(steps, lrs, params, optimizer.init(params)) if steps else params
+        return _adapt_segmented(steps, lrs, params, state) if steps else (params, state)

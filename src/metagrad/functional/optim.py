@@ -40,34 +40,76 @@ def lr_schedule(inner_lr: LearningRate | Sequence[LearningRate], steps: int) -> 
 
 @dataclass(frozen=True)
 class SGD:
-    """Plain gradient descent: ``p - lr * g``."""
+    """Plain gradient descent: ``p - lr * g``. It has no state."""
 
     def init(self, params: Params) -> dict:
         return {}
 
-    def step(self, params: Params, grads: Params, state: dict, lr: LearningRate, t: int):
+    def step(self, params: Params, grads: Params, state: dict, lr: LearningRate):
         return {k: p - lr * grads[k] if k in grads else p for k, p in params.items()}, state
+
+    def chain(self, start: dict, ends: dict, steps: int, tasks: int) -> dict:
+        return {}
 
 
 @dataclass(frozen=True)
 class Adam:
-    """Adam with bias correction (Reptile's inner optimiser uses ``betas=(0, 0.999)``)."""
+    """Adam with bias correction (Reptile's inner optimiser uses ``betas=(0, 0.999)``).
+
+    The state is ``{"m": Params, "v": Params, "t": {"steps": Tensor}}``: the moments and the
+    number of steps taken, which the bias correction counts from. A state carried over from
+    earlier tasks (Reptile's code keeps its Adam moments across tasks) may lack the task
+    dimension of the parameters it updates: it broadcasts to every task.
+    """
 
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
 
     def init(self, params: Params) -> dict:
-        return {"m": zeros_like(params), "v": zeros_like(params)}
+        first = next(iter(params.values()), None)
+        steps = torch.zeros((), dtype=torch.float32 if first is None else first.dtype)
+        if first is not None:
+            steps = steps.to(first.device)
+        return {"m": zeros_like(params), "v": zeros_like(params), "t": {"steps": steps}}
 
-    def step(self, params: Params, grads: Params, state: dict, lr: LearningRate, t: int):
+    def step(self, params: Params, grads: Params, state: dict, lr: LearningRate):
         b1, b2 = self.betas
         m, v, new = dict(state["m"]), dict(state["v"]), dict(params)
-        c1, c2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)
+        t = state["t"]["steps"] + 1
+        c1, c2 = 1 - b1**t, 1 - b2**t  # 0-dim tensors
         for k, g in grads.items():
             m[k] = b1 * m[k] + (1 - b1) * g
             v[k] = b2 * v[k] + (1 - b2) * g * g
             new[k] = params[k] - (lr / c1) * m[k] / (_sqrt(v[k] / c2) + self.eps)
-        return new, {"m": m, "v": v}
+        return new, {"m": m, "v": v, "t": {"steps": t}}
+
+    def chain(self, start: dict, ends: dict, steps: int, tasks: int) -> dict:
+        """The state after ``tasks`` tasks that each took ``steps`` steps from ``start`` had
+        run one after the other, in order, each with the gradients it saw.
+
+        Args:
+            start: the state every task started from (without a task dimension).
+            ends: each task's final state, moments with a leading task dimension ``[T, ...]``
+                (a moment without it, of a parameter no task's loss used, is the same for all).
+            steps: the steps each task took.
+            tasks: the number of tasks ``T``.
+
+        A moment is linear in its past: after one task it is ``d * start + c_i`` with
+        ``d = beta ** steps`` and the task's own contribution ``c_i = end_i - d * start``;
+        running the tasks in sequence gives ``d**T * start + sum_i d**(T-1-i) * c_i``.
+        """
+        out: dict = {"t": {"steps": start["t"]["steps"]}}
+        for name, beta in (("m", self.betas[0]), ("v", self.betas[1])):
+            decay, moments = beta**steps, {}
+            for k, s in start[name].items():
+                end = ends[name][k].expand(tasks, *s.shape)  # [T, ...]
+                weights = decay ** torch.arange(tasks - 1, -1, -1, dtype=end.dtype)  # [T]
+                weights = weights.to(end.device).reshape(-1, *[1] * s.dim())
+                own = end - decay * s  # [T, ...]: what each task added
+                moments[k] = decay**tasks * s + (weights * own).sum(0)
+            out[name] = moments
+        out["t"]["steps"] = start["t"]["steps"] + steps * tasks
+        return out
 
 
 def _sqrt(x: Tensor) -> Tensor:

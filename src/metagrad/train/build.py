@@ -175,6 +175,7 @@ def _learner(
             inner_optimizer=a.inner_optimizer,
             inner_batch_size=a.inner_batch_size,
             adam_betas=a.adam_betas,
+            inner_state=a.inner_state,
             path=a.path,
             generator=generator,
         )

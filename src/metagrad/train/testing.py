@@ -108,4 +108,5 @@ def _load_weights(exp: Experiment, run_dir: Path, checkpoint: str) -> str:
         run_dir, checkpoint = path.parent, path.name.removesuffix(".safetensors")
     weights, state = load_checkpoint(run_dir, checkpoint, expected=exp.model.state_dict())
     exp.model.load_state_dict(weights)
+    exp.learner.load_state_dict(state.get("learner", {}))
     return f"{checkpoint} at step {state['step']}"

@@ -205,6 +205,7 @@ def _save(
         "best_metric": best,
         "wall_seconds": wall,
         "torch_generators": {k: g.get_state() for k, g in generators.items()},
+        "learner": exp.learner.state_dict(),
     }
     save_checkpoint(run_dir, name, exp.model.state_dict(), state)
 
@@ -223,4 +224,5 @@ def _restore(exp: Experiment, opt, run_dir: Path) -> tuple[int, float | None, fl
     for name, s in state.get("torch_generators", {}).items():
         if name == "reptile" and _reptile_gen(exp):
             exp.learner.generator.set_state(s)
+    exp.learner.load_state_dict(state.get("learner", {}))
     return state["step"], state["best_metric"], state.get("wall_seconds", 0.0)
