@@ -60,6 +60,28 @@ def test_validation_episodes_are_shaped_as_the_test_episodes():
     assert exp.train_tasks.sample(2).support_x.shape[1] == 50
 
 
+def test_evaluation_resolves_the_auto_path_by_the_test_tasks_sizes(monkeypatch):
+    from metagrad.train import testing
+    from metagrad.train.build import build_experiment
+
+    paths = []
+
+    def spy(runner, *args, **kwargs):
+        paths.append(runner.path)
+        return real(runner, *args, **kwargs)
+
+    real = testing.evaluate
+    monkeypatch.setattr(testing, "evaluate", spy)
+    # Reptile trains on 10-shot episodes (55 images: the loop) and is tested on 1-shot ones
+    # (10 images: the vectorised path, 1.5x faster here for its 50 test steps).
+    cfg = load_config(ROOT / "configs" / "omniglot" / "reptile_5w1s.toml", SMOKE)
+    assert cfg.algorithm.path == "auto"
+    exp = build_experiment(cfg)
+    assert exp.learner.runner_for(exp.train_tasks.sample(2)).path == "loop"
+    testing.evaluate_split(exp, "test", 3)
+    assert paths == ["native"]
+
+
 def test_non_transductive_meta_test(tmp_path):
     cfg = load_config(
         ROOT / "configs" / "omniglot" / "maml_5w1s.toml",

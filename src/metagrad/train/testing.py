@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,14 +42,15 @@ def evaluate_split(exp: Experiment, split: str, tasks: int) -> EvalResult:
         return exp.learner.evaluate(batches, resolve_eval(cfg).inner_steps or 0)
     assert isinstance(exp.learner, MetaLearner)
     inner, batch_size = _inner(exp, split)
+    first = next(batches)  # the tasks' sizes choose the "auto" path, as in training
     training = exp.model.training
     exp.model.eval()  # test-time behaviour: running statistics where the policy keeps them
     try:
         return evaluate(
-            exp.learner.runner,
+            exp.learner.runner_for(first),
             exp.learner.loss,
             exp.learner.params,
-            batches,
+            itertools.chain([first], batches),
             inner,
             exp.classification,
             transductive=cfg.eval.transductive,
