@@ -88,10 +88,15 @@ def test_config_errors_exit_2_with_a_clear_message(args, message, capsys, tmp_pa
     assert not (tmp_path / "r").exists()  # nothing is written for a bad config
 
 
-def test_test_a_run_with_overrides(run_dir, capsys):
+def test_test_a_run_with_overrides_keeps_the_runs_own_result(run_dir, capsys):
+    own = (run_dir / "results.json").read_text()
     assert main(["test", str(run_dir), "--checkpoint", "last", "--set", "eval.tasks=7"]) == 0
-    assert "(7 tasks" in capsys.readouterr().out
-    assert json.loads((run_dir / "results.json").read_text())["tasks"] == 7
+    out = capsys.readouterr().out
+    assert "(7 tasks" in out and "results-last-eval.tasks=7.json" in out
+    assert json.loads((run_dir / "results-last-eval.tasks=7.json").read_text())["tasks"] == 7
+    assert (run_dir / "results.json").read_text() == own  # a variant never overwrites it
+    assert main(["test", str(run_dir)]) == 0  # the run's own test writes results.json again
+    assert json.loads((run_dir / "results.json").read_text())["tasks"] == json.loads(own)["tasks"]
 
 
 def test_test_a_config_without_a_run_uses_the_untrained_model(tmp_path, capsys):
@@ -133,7 +138,7 @@ def test_test_with_a_checkpoint_path(run_dir, tmp_path):
     other = tmp_path / "elsewhere"
     shutil.copytree(run_dir, other)
     assert main(["test", str(run_dir), "--checkpoint", str(other / "last.safetensors")]) == 0
-    report = json.loads((run_dir / "results.json").read_text())
+    report = json.loads((run_dir / "results-last.json").read_text())
     assert report["checkpoint"].startswith("last at step")
 
 

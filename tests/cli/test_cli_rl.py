@@ -57,7 +57,7 @@ def test_test_a_run_prints_the_table_and_repeats_exactly(runs, capsys):
     assert "| step | average return |" in out and "best at step" in out
     assert steps_of(run) == before  # fixed tasks, fixed episodes
     assert main(["test", str(run), "--checkpoint", "last", "--set", "task.test_tasks=3"]) == 0
-    assert json.loads((run / "results.json").read_text())["tasks"] == 3
+    assert json.loads((run / "results-last-task.test_tasks=3.json").read_text())["tasks"] == 3
 
 
 def test_test_a_config_evaluates_a_randomly_initialised_policy(tmp_path, capsys):

@@ -49,7 +49,7 @@ def train(args: argparse.Namespace) -> int:
 
 def test(args: argparse.Namespace) -> int:
     from metagrad.train.checkpoint import intact_checkpoints
-    from metagrad.train.testing import run_test
+    from metagrad.train.testing import results_file, run_test
 
     target: Path = args.target
     if not target.exists():
@@ -59,9 +59,11 @@ def test(args: argparse.Namespace) -> int:
     if target.is_dir():
         cfg = load_config(target / "config.toml", args.overrides)
         checkpoint = args.checkpoint
+        results = results_file(checkpoint, args.overrides)
         if checkpoint == "best" and "best" not in intact_checkpoints(target):
             checkpoint = "last"  # runs without validation keep only "last"
-        run_test(target, checkpoint, cfg=cfg)
+        run_test(target, checkpoint, cfg=cfg, results=results)
+        print(f"wrote {target / results}", flush=True)
         return 0
     cfg = load_config(target, args.overrides)
     out = args.out or Path("runs") / cfg.name

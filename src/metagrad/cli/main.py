@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
         help="meta-test a run (or a config) on fixed test tasks",
         description="Meta-test: adapt to eval.tasks fixed test tasks and report "
         "the query loss/accuracy after each inner step (mean ± 95%% interval); "
-        "writes results.json into the run directory.",
+        "writes results.json into the run directory (results-<checkpoint>-<overrides>.json "
+        "for another checkpoint or --set, so the run's own result is never overwritten).",
     )
     s.add_argument("target", type=Path, help="a run directory, or a config file")
     s.add_argument(

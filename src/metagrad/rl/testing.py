@@ -160,14 +160,16 @@ def run_rl_test(
     checkpoint: str = "best",
     cfg: ExperimentConfig | None = None,
     exp: RLExperiment | None = None,
+    results: str = RESULTS_FILE,
 ) -> RLEvalResult:
     """Meta-test an RL run's checkpoint; writes ``results.json`` and prints the table.
 
     Args:
-        run_dir: the run directory (results.json goes there).
+        run_dir: the run directory (the results file goes there).
         checkpoint: see :func:`load_theta`.
         cfg: the config to test with (default: the run's own ``config.toml``).
         exp: an already built experiment of ``cfg`` (kept open); else one is built and closed.
+        results: the results file's name in ``run_dir``.
     """
     cfg = cfg or (exp.cfg if exp else load_config(run_dir / "config.toml"))
     owned = exp is None
@@ -192,6 +194,6 @@ def run_rl_test(
         "inner_lr": [float(lr) for lr in lrs],
         **result.to_dict(),
     }
-    atomic_write_text(run_dir / RESULTS_FILE, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(run_dir / results, json.dumps(report, indent=2) + "\n")
     print(f"meta-test of {cfg.name} ({source}):\n{result.table()}", flush=True)
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,11 +72,24 @@ def validation_metric(exp: Experiment) -> tuple[float, dict]:
     return -summary["loss"], summary
 
 
+def results_file(checkpoint: str = "best", overrides: Sequence[str] = ()) -> str:
+    """Where a test's report goes in the run directory: ``results.json`` for the run's own test
+    (checkpoint ``best``, its own config), a name that says what differs otherwise, so that a
+    variant (``results-last.json``, ``results-best-eval.transductive=false.json``) never
+    overwrites the run's result."""
+    if checkpoint == "best" and not overrides:
+        return RESULTS_FILE
+    name = Path(checkpoint).name.removesuffix(".safetensors")
+    tag = "-".join([name, *overrides]).replace("/", "_").replace(" ", "")
+    return f"results-{tag}.json"
+
+
 def run_test(
     run_dir: Path,
     checkpoint: str = "best",
     exp: Experiment | None = None,
     cfg: ExperimentConfig | None = None,
+    results: str = RESULTS_FILE,
 ) -> EvalResult | RLEvalResult:
     """Meta-test a run's checkpoint; writes ``results.json`` and prints the table.
 
@@ -85,17 +99,18 @@ def run_test(
             directory/name saved by metagrad.
         exp: an already built experiment (its model gets the checkpoint's weights).
         cfg: the config to test with (default: the run's own ``config.toml``).
+        results: the results file's name in ``run_dir`` (see :func:`results_file`).
     """
     cfg = cfg or (exp.cfg if exp else load_config(run_dir / "config.toml"))
     if cfg.task.kind == "rl":  # meta-RL: average return after each adaptation step
         from metagrad.rl.testing import run_rl_test
 
-        return run_rl_test(run_dir, checkpoint, cfg=cfg)
+        return run_rl_test(run_dir, checkpoint, cfg=cfg, results=results)
     exp = exp or build_experiment(cfg)
     source = _load_weights(exp, run_dir, checkpoint)
     result = evaluate_split(exp, "test", cfg.eval.tasks)
     report = {"name": cfg.name, "checkpoint": source, **result.to_dict()}
-    atomic_write_text(run_dir / RESULTS_FILE, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(run_dir / results, json.dumps(report, indent=2) + "\n")
     print(f"meta-test of {cfg.name} ({source}):\n{result.table()}", flush=True)
     return result
 
