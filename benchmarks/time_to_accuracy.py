@@ -4,7 +4,8 @@
         --impls 'metagrad-vec-grouped,l2l' --max-iters 8000 --out tta.json
 
 Every implementation trains the MAML paper's Omniglot 5-way 1-shot setting (strided Conv4,
-1 query per class, meta-batch 32, inner step 0.4, Adam 1e-3: ``configs/omniglot/maml_5w1s.toml``)
+1 query per class, meta-batch 32, inner step 0.4, Adam 1e-3, metagrad with the config's
+``chunk_size``: ``configs/omniglot/maml_5w1s.toml``)
 from the same initial weights on the same seeded stream of training episodes, one after the
 other. Every ``--val-every`` iterations its weights are copied into metagrad's model and scored
 on the same fixed validation episodes by the same evaluator (3 inner steps), which is not
@@ -30,7 +31,7 @@ if str(ROOT) not in sys.path:  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.measure import CpuSnapshot  # noqa: E402
-from benchmarks.peers import Implementation, build_implementations  # noqa: E402
+from benchmarks.peers import Implementation, MetagradImpl, build_implementations  # noqa: E402
 from benchmarks.settings import SETTINGS  # noqa: E402
 from metagrad.config import load_config  # noqa: E402
 from metagrad.runtime import keep_freed_memory  # noqa: E402
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
     setting = SETTINGS["q1"].replace(tasks=cfg.train.meta_batch_size)
     impls, skipped = build_implementations(setting, "stride", exp.model, args.impls.split(","))
     impls = [i for i in impls if i.name in args.impls.split(",")]  # drop the implicit reference
+    for impl in impls:  # metagrad as the config runs it: its tasks per backward pass
+        if isinstance(impl, MetagradImpl):
+            impl.maml.chunk_size = cfg.algorithm.chunk_size
     records: list[dict] = []
     for impl in impls:
         exp.train_tasks.load_state_dict(stream0)  # the same episodes for every implementation
