@@ -48,7 +48,8 @@ def test_step_k_scores_equal_adapting_k_steps(optimizer):
             assert result.losses[k, t] == pytest.approx(ref.item(), rel=1e-10)
 
 
-def test_vectorised_and_loop_evaluation_agree_and_report_accuracy():
+@pytest.mark.parametrize("transductive", [True, False])
+def test_vectorised_and_loop_evaluation_agree_and_report_accuracy(transductive):
     model = Conv4(3, filters=4, image_size=8).double()
     params, batch = split_state(model).params, image_batch()
     runs = [
@@ -59,6 +60,7 @@ def test_vectorised_and_loop_evaluation_agree_and_report_accuracy():
             batch.chunks(2),
             InnerLoop(0.3, 3),
             classification=True,
+            transductive=transductive,
         )
         for path in ("loop", "vectorized")
     ]

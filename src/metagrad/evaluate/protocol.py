@@ -121,16 +121,21 @@ def evaluate(
     for batch in batches:
         batch = autocast_dtype(batch, theta)
         pick = minibatch_schedule(batch.support_x.shape[1], inner_batch_size, generator)
-        vectorized = runner.vectorized and transductive
+        vectorized = runner.vectorized
         if vectorized:
             streams = [_stream(runner, loss, theta, batch, inner, pick, per_task=True)]
         else:
             streams = [_stream(runner, loss, theta, t, inner, pick, per_task=False) for t in batch]
         step_losses, step_accs = [], []
         for step_params in zip(*streams):  # the parameters after 0, 1, ..., k steps
-            if vectorized:
+            if vectorized and transductive:
                 with torch.no_grad():
                     out = runner.batched(step_params[0], batch.query_x)  # [tasks, n_query, ..]
+            elif vectorized:  # adapted together; each task's queries grouped with its support
+                per_task = [{k: v[i] for k, v in step_params[0].items()} for i in range(len(batch))]
+                out = torch.stack(
+                    [_predict(runner, p, t, transductive) for p, t in zip(per_task, batch)]
+                )
             else:
                 out = torch.stack(
                     [_predict(runner, p, t, transductive) for p, t in zip(step_params, batch)]
