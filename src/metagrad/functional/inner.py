@@ -306,9 +306,11 @@ def adapt_with_state(
     as Reptile's code does with its Adam moments)."""
     plan = _plan(inner_lr, inner_steps, optimizer)
     if not checkpoint:
-        result = (params, plan[0].init(params) if state is None else state)  # for zero steps
+        result = None
         for result in _trajectory(loss_fn, params, batch, plan, first_order, batches, False, state):  # noqa: B007
             pass
+        if result is None:  # zero steps: the parameters and the state as given
+            result = (params, plan[0].init(params) if state is None else state)
         return result
     optimizer, lrs = plan
     with torch.enable_grad():
