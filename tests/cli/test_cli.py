@@ -125,6 +125,19 @@ def test_resume_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
     assert "not a metagrad run directory" in capsys.readouterr().err
 
 
+def test_resume_with_a_larger_budget_trains_on_and_tests_again(run_dir, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    assert main(["train", "--resume", str(copy), "--set", "train.iterations=16"]) == 0
+    out = capsys.readouterr().out
+    assert "train.iterations = 16" in out
+    assert json.loads((copy / "last.json").read_text())["step"] == 16
+    assert main(["train", "--resume", str(copy), "--set", "train.outer_lr=0.5"]) == 2
+    assert "cannot change train.outer_lr" in capsys.readouterr().err
+
+
 def test_plot_writes_the_figures(run_dir):
     pytest.importorskip("matplotlib")
     assert main(["plot", str(run_dir), "--baseline", str(run_dir)]) == 0

@@ -16,7 +16,7 @@ import torch
 from metagrad.config import load_config
 from metagrad.train.checkpoint import load_checkpoint
 from metagrad.train.io import read_jsonl
-from metagrad.train.trainer import resume_run, train
+from metagrad.train.trainer import read_step, resume_run, train
 
 ROOT = Path(__file__).resolve().parents[2]
 SINE = ROOT / "configs" / "sinusoid" / "maml_10shot.toml"
@@ -84,6 +84,37 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, config, extra
         assert v_a.keys() == v_b.keys() and all(torch.equal(v_a[k], v_b[k]) for k in v_a)
 
 
+def test_a_resume_can_extend_the_budget_and_equals_a_run_started_with_it(tmp_path):
+    # 20 iterations then 20 more (the first run finished, validated and saved at 20).
+    train(tiny("maml_10shot", "train.iterations=40"), tmp_path / "straight", test=False)
+    train(tiny(), tmp_path / "short", test=False)
+    result = resume_run(tmp_path / "short", ["train.iterations=40"], test=False)
+    assert result.steps == 40
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "short")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # The run directory records the new budget, so a later plain resume or test agrees.
+    assert load_config(tmp_path / "short" / "config.toml").train.iterations == 40
+    train_steps = [r["step"] for r in read_jsonl(tmp_path / "short" / "metrics.jsonl")]
+    assert train_steps[-1] == 40
+
+
+@pytest.mark.parametrize(
+    "config,overrides,match",
+    [
+        ("maml_10shot", ["train.outer_lr=0.01"], "cannot change train.outer_lr"),
+        ("maml_10shot", ["algorithm.inner_steps=2"], "cannot change algorithm.inner_steps"),
+        ("maml_10shot", ["train.iterations=10"], "already run 20 iterations: give at least 20"),
+        ("reptile_10shot", ["train.iterations=40"], "anneals its outer learning rate"),
+    ],
+)
+def test_a_resume_refuses_changes_to_what_the_steps_compute(tmp_path, config, overrides, match):
+    train(tiny(config), tmp_path / "run", test=False)
+    before = (tmp_path / "run" / "config.toml").read_text()
+    with pytest.raises(ValueError, match=match):
+        resume_run(tmp_path / "run", overrides, test=False)
+    assert (tmp_path / "run" / "config.toml").read_text() == before  # nothing rewritten
+
+
 def test_the_test_of_a_carry_run_starts_from_its_checkpointed_state(tmp_path):
     from metagrad.train.build import build_experiment
     from metagrad.train.testing import run_test
@@ -117,7 +148,9 @@ def test_resume_after_kill_9_is_bit_identical(tmp_path):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    killed_at = load_checkpoint(tmp_path / "killed", "last")[1]["step"]
+    # The kill may land inside a save, leaving "last" torn: the resume then starts from
+    # "last.prev", and so does read_step.
+    killed_at = read_step(tmp_path / "killed")
     assert 0 < killed_at < 60
     subprocess.run(
         [
@@ -197,3 +230,11 @@ def test_sinusoid_validation_tasks_have_the_test_shots():
     for split in ("val", "test"):
         batch = exp.fixed(split, 0, 3)
         assert (batch.support_x.shape[1], batch.query_x.shape[1]) == (5, 7)
+
+
+def test_read_step_falls_back_to_the_previous_checkpoint(tmp_path):
+    assert read_step(tmp_path) == 0  # nothing saved yet
+    train(tiny(), tmp_path / "run", test=False)  # "last" at 20, "last.prev" at 15
+    assert read_step(tmp_path / "run") == 20
+    (tmp_path / "run" / "last.json").unlink()  # as a kill inside the save of "last" leaves it
+    assert read_step(tmp_path / "run") == 15

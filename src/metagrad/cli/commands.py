@@ -32,11 +32,12 @@ def train(args: argparse.Namespace) -> int:
     from metagrad.train.trainer import train as train_run
 
     if args.resume:
-        if args.config or args.overrides:
+        if args.config:
             raise ValueError(
-                "--resume continues a run with its own config.toml; give no CONFIG or --set with it"
+                "--resume continues a run with its own config.toml; give no CONFIG with it "
+                "(--set train.iterations=N trains it further)"
             )
-        resume_run(args.resume, test=not args.no_test)
+        resume_run(args.resume, args.overrides, test=not args.no_test)
         return 0
     if args.config is None:
         raise ValueError("give a CONFIG file to train, or --resume RUN_DIR")

@@ -10,6 +10,7 @@ EPILOG = """examples:
   metagrad train configs/sinusoid/maml_10shot.toml
   metagrad train configs/omniglot/maml_5w1s.toml --set train.iterations=2000 --out runs/o5
   metagrad train --resume runs/o5
+  metagrad train --resume runs/o5 --set train.iterations=20000   # train it further
   metagrad test runs/o5 --checkpoint best --set eval.tasks=2000
   metagrad plot runs/sinusoid-maml-10shot
   metagrad train configs/rl/maml_trpo_nav2d.toml
@@ -44,7 +45,12 @@ def _parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set train.iterations=500 (repeatable)",
     )
     t.add_argument("--out", type=Path, help="run directory (default: runs/<config name>)")
-    t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="resume the run in RUN_DIR")
+    t.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="resume the run in RUN_DIR (--set train.iterations=N extends it)",
+    )
     t.add_argument("--no-test", action="store_true", help="skip the meta-test at the end")
 
     s = sub.add_parser(

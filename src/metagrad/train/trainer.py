@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from metagrad.train.build import Experiment, build_experiment
 from metagrad.train.checkpoint import (
     CheckpointError,
     capture_rng_state,
+    intact_checkpoints,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
@@ -161,15 +163,92 @@ def train(
     return TrainResult(run_dir, step, best, result)
 
 
-def resume_run(run_dir: Path, **kw) -> TrainResult:
-    """Resume the run in ``run_dir`` with the config it was started with."""
+# What a resume may change: the budget and the bookkeeping, never what the steps compute.
+RESUMABLE_CHANGES = (
+    "train.iterations",
+    "train.val_every",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.threads",
+)
+
+
+def _flat(cfg: ExperimentConfig) -> dict[str, object]:
+    return {
+        f"{section.name}.{key}": value
+        for section in fields(cfg)
+        if is_dataclass(part := getattr(cfg, section.name))
+        for key, value in asdict(part).items()
+    }
+
+
+def resumed_config(run_dir: Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """The config of the run in ``run_dir``, with ``overrides`` that only extend or re-log it.
+
+    ``--set train.iterations=N`` continues a finished or stopped run to N iterations (the
+    steps already taken are unchanged, so with a constant outer learning rate the result equals
+    a run started with N). Anything that would change what a step computes is refused.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` is not a run directory.
+        ValueError: an override outside :data:`RESUMABLE_CHANGES`, an iteration count below the
+            steps already done, or a new budget under a schedule that depends on it.
+    """
     cfg_path = run_dir / CONFIG_FILE
     if not cfg_path.exists():
         raise FileNotFoundError(
             f"{run_dir} has no {CONFIG_FILE}: it is not a metagrad run directory. Start a run "
             "with `metagrad train CONFIG --out RUN_DIR`."
         )
-    return train(load_config(cfg_path), run_dir, resume=True, **kw)
+    cfg = load_config(cfg_path)
+    if not overrides:
+        return cfg
+    new = load_config(cfg_path, overrides)
+    before, after = _flat(cfg), _flat(new)
+    changed = sorted(k for k in after if before.get(k) != after[k])
+    refused = [k for k in changed if k not in RESUMABLE_CHANGES]
+    if refused:
+        raise ValueError(
+            f"--resume cannot change {', '.join(refused)}: it would change what the steps "
+            f"already taken compute. A resume may only set {', '.join(RESUMABLE_CHANGES)}; "
+            "start a new run (metagrad train CONFIG --set ...) for anything else."
+        )
+    if "train.iterations" in changed:
+        done = read_step(run_dir)
+        if new.train.iterations < done:
+            raise ValueError(
+                f"--set train.iterations={new.train.iterations}, but {run_dir} has already run "
+                f"{done} iterations: give at least {done}."
+            )
+        if done and getattr(cfg.train, "outer_lr_schedule", "constant") != "constant":
+            raise ValueError(
+                f"{run_dir} anneals its outer learning rate over train.iterations="
+                f"{cfg.train.iterations} (outer_lr_schedule = "
+                f'"{cfg.train.outer_lr_schedule}"), so a new budget would change the steps '
+                "already taken; start a new run with the budget you want."
+            )
+    if changed:
+        atomic_write_text(cfg_path, config_to_toml(new, header=f"metagrad run {new.name}"))
+        print(f"{run_dir}: {', '.join(f'{k} = {after[k]}' for k in changed)}", flush=True)
+    return new
+
+
+def read_step(run_dir: Path) -> int:
+    """The step a resume of ``run_dir`` starts from (0 before the first checkpoint)."""
+    found = intact_checkpoints(run_dir)
+    return max((found[n] for n in ("last", "last.prev") if n in found), default=0)
+
+
+def resume_run(run_dir: Path, overrides: Sequence[str] = (), **kw) -> TrainResult:
+    """Resume the run in ``run_dir`` with the config it was started with.
+
+    Args:
+        run_dir: the run directory.
+        overrides: ``--set`` values a resume may change (see :func:`resumed_config`), e.g.
+            ``["train.iterations=20000"]`` to train a finished run further.
+        **kw: passed to :func:`train`.
+    """
+    return train(resumed_config(run_dir, overrides), run_dir, resume=True, **kw)
 
 
 def load_resume_checkpoint(run_dir: Path, expected: dict) -> tuple[dict, dict]:
