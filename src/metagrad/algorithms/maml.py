@@ -127,7 +127,7 @@ def meta_gradient(
     """
     tasks = batch.num_tasks
     grads: Params = {}
-    outputs = []
+    task_l, query_out = [], []
     for chunk in batch.chunks(chunk_size or tasks):
         out = objective(chunk)
         weight = chunk.num_tasks / tasks
@@ -135,6 +135,11 @@ def meta_gradient(
             out.loss * weight, params, create_graph=False, what="meta-loss"
         ).items():
             grads[k] = grads[k] + g if k in grads else g
-        outputs.append(out)
-    task_l = torch.cat([o.task_losses for o in outputs])
-    return grads, MetaOutput(task_l.mean(), task_l, torch.cat([o.query_out for o in outputs]))
+        # Keep only detached results: the backward pass ran just the graph's nodes that lead
+        # to ``params``; the others (e.g. the double backward of the first layer's input
+        # gradient) still hold their saved activations while the loss is referenced.
+        task_l.append(out.task_losses)
+        query_out.append(out.query_out)
+        del out
+    losses = torch.cat(task_l)
+    return grads, MetaOutput(losses.mean(), losses, torch.cat(query_out))
