@@ -23,6 +23,7 @@ if __package__ in (None, ""):  # run as a script: import ``benchmarks`` from the
 import torch
 
 from benchmarks import measure, report
+from benchmarks.memory import MemoryJob, isolated_working_memory
 from benchmarks.models import metagrad_model
 from benchmarks.peers import Implementation, build_implementations
 from benchmarks.settings import SETTINGS, Setting, make_batch, select_settings
@@ -90,10 +91,16 @@ def run_one(
     for name, impl in by_name.items():
         r = measure.summarize(timings[name], setting.tasks, flops, ceiling)
         r.update(family=impl.family, detail=impl.detail, grad=vars(checks[name]))
-        if not args.no_memory:
-            r["memory_bytes"], r["memory_method"] = measure.working_memory(
-                lambda i=impl: i.step(batch)
+        if not args.no_memory:  # in a process of its own: see benchmarks/memory.py
+            job = MemoryJob(
+                "benchmarks.peers:build_one",
+                {"setting": setting, "pool": pool, "name": name, "seed": args.seed},
+                setting,
+                args.seed,
+                args.threads,
+                args.keep_freed_memory,
             )
+            r["memory_bytes"], r["memory_method"] = isolated_working_memory(job)
         results[name] = r
     peers = [n for n, r in results.items() if r["family"] == "peer"]
     ratios = {

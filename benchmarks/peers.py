@@ -25,7 +25,7 @@ from torch.func import functional_call
 
 import metagrad
 from benchmarks.l2l_loader import load_l2l_maml
-from benchmarks.models import loss_fn, twin
+from benchmarks.models import loss_fn, metagrad_model, twin
 from benchmarks.settings import Setting
 from metagrad import TaskBatch
 from metagrad.functional import kernels
@@ -279,3 +279,14 @@ def build_implementations(
             except (FileNotFoundError, ImportError, ValueError) as e:
                 skipped[name] = str(e)
     return impls, skipped
+
+
+def build_one(setting: Setting, pool: str, name: str, seed: int = 0) -> Implementation:
+    """The implementation ``name`` of :func:`build_implementations` alone (for a process of its
+    own, see ``benchmarks.memory``)."""
+    reference = metagrad_model(setting, pool, seed)
+    impls, skipped = build_implementations(setting, pool, reference, [name])
+    found = [i for i in impls if i.name == name]
+    if not found:
+        raise ValueError(f"implementation {name!r} cannot run here: {skipped.get(name, 'unknown')}")
+    return found[0]

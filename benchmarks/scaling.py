@@ -28,6 +28,7 @@ import torch
 
 import metagrad
 from benchmarks import measure, report
+from benchmarks.memory import MemoryJob, isolated_working_memory
 from benchmarks.models import metagrad_model
 from benchmarks.peers import MetagradImpl
 from benchmarks.settings import SETTINGS, Setting, make_batch
@@ -121,12 +122,22 @@ def checkpoint_memory(base: Setting, pool: str, args: argparse.Namespace) -> lis
     rows = []
     for steps in ints(args.ckpt_steps):
         setting = base.replace(steps=steps)
-        batch = make_batch(setting, args.seed)
         for path in args.paths.split(","):
             for ckpt in (False, True):
-                impl = make_impl(setting, pool, path, args.seed, checkpoint_inner=ckpt)
-                impl.step(batch)  # warm-up: first-call allocations are not working memory
-                used, how = measure.working_memory(lambda i=impl, b=batch: i.step(b))
+                job = MemoryJob(  # in a process of its own: see benchmarks/memory.py
+                    "benchmarks.scaling:make_impl",
+                    {
+                        "setting": setting,
+                        "pool": pool,
+                        "spec": path,
+                        "seed": args.seed,
+                        "checkpoint_inner": ckpt,
+                    },
+                    setting,
+                    args.seed,
+                    args.threads,
+                )
+                used, how = isolated_working_memory(job)
                 rows.append(
                     {
                         "steps": steps,

@@ -157,3 +157,16 @@ def test_settings_and_batches():
 def test_working_memory_sees_an_allocation():
     used, how = working_memory(lambda: torch.ones(16 * 2**20).sum())  # 64 MB
     assert used >= 48 * 2**20, (used, how)
+
+
+def test_isolated_working_memory_runs_in_a_fresh_process():
+    from benchmarks.memory import MemoryJob, isolated_working_memory
+
+    setting = SETTINGS["sinusoid"].replace(tasks=4)
+    kwargs = {"setting": setting, "pool": "mlp", "name": "metagrad-loop"}
+    used, how = isolated_working_memory(MemoryJob("benchmarks.peers:build_one", kwargs, setting))
+    assert how in ("VmHWM", "sampled RSS") and 0 <= used < 256 * 2**20
+    with pytest.raises(ValueError, match="'nope' cannot run here"):
+        isolated_working_memory(
+            MemoryJob("benchmarks.peers:build_one", {**kwargs, "name": "nope"}, setting)
+        )
