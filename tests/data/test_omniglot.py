@@ -22,6 +22,7 @@ from metagrad.data.omniglot import (
     alphabet_of,
     load_omniglot,
     preprocess,
+    read_omniglot_folder,
     read_omniglot_npz,
     read_omniglot_zip,
 )
@@ -109,6 +110,31 @@ def test_incomplete_character_is_reported(tmp_path):
     _official_zip(tmp_path / "a.zip", "images_background", {1: paper[0], 2: paper[1][:2]})
     with pytest.raises(ValueError, match="character 0002"):
         read_omniglot_zip(tmp_path / "a.zip")
+
+
+@pytest.mark.parametrize("layout", ["zip", "folder"])
+def test_a_damaged_png_is_named_with_the_fix(tmp_path, layout):
+    rng = np.random.default_rng(1)
+    paper = _random_paper(rng, 2, drawings=3, side=10)
+    _official_zip(tmp_path / "good.zip", "images_background", {1: paper[0], 2: paper[1]})
+    with zipfile.ZipFile(tmp_path / "good.zip") as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    damaged = sorted(n for n in files if n.endswith(".png"))[4]
+    files[damaged] = files[damaged][:30]  # cut short, as an interrupted copy leaves it
+    if layout == "zip":
+        with zipfile.ZipFile(tmp_path / "bad.zip", "w") as z:
+            for n, data in files.items():
+                z.writestr(n, data)
+        read = lambda: read_omniglot_zip(tmp_path / "bad.zip")
+    else:
+        for n, data in files.items():
+            (tmp_path / "bad" / n).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "bad" / n).write_bytes(data)
+        read = lambda: read_omniglot_folder(tmp_path / "bad")
+    with pytest.raises(ValueError, match="cannot decode .*the file is damaged") as info:
+        read()
+    assert damaged.split("/", 1)[-1] in str(info.value)
+    assert "metagrad data download omniglot" in str(info.value)
 
 
 @needs_data

@@ -238,10 +238,23 @@ def _read_pngs(names, read, image_size: int, resample: str, source: str) -> Omni
     out = np.empty((len(ids), len(drawings), image_size, image_size), np.uint8)
     for row, char_id in enumerate(ids):
         for col, drawing in enumerate(drawings):
-            with Image.open(io.BytesIO(read(chars[char_id][drawing]))) as img:
-                paper = np.asarray(img.convert("L")) >= 128  # [H, W] True = paper
-            out[row, col] = preprocess(paper, image_size, resample)
+            out[row, col] = preprocess(
+                _decode(read, chars[char_id][drawing], source), image_size, resample
+            )
     return OmniglotData(out, np.asarray(ids, np.int64), tuple(alphabet[i] for i in ids), source)
+
+
+def _decode(read, name: str, source: str) -> np.ndarray:
+    """The drawing ``name`` as ``[H, W]`` booleans, True = paper; a damaged file is named."""
+    try:
+        with Image.open(io.BytesIO(read(name))) as img:
+            return np.asarray(img.convert("L")) >= 128
+    except (OSError, SyntaxError, ValueError, zipfile.BadZipFile) as e:  # PIL and zipfile errors
+        raise ValueError(
+            f"{source}: cannot decode {name} ({type(e).__name__}: {e}); the file is damaged. "
+            "Download the data again (metagrad data download omniglot --root DIR, which checks "
+            "the published MD5s) or replace that file."
+        ) from e
 
 
 def _find(root: Path, half: str) -> tuple[str, Path] | None:
