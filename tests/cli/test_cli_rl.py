@@ -72,6 +72,16 @@ def test_resume_of_a_finished_run_only_tests(runs, capsys):
     assert "meta-test of pretrained-nav2d" in capsys.readouterr().out
 
 
+def test_resume_can_extend_an_rl_run(runs, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "maml"
+    shutil.copytree(runs / "maml", run)
+    assert main(["train", "--resume", str(run), "--set", "train.iterations=6"]) == 0
+    assert "train.iterations = 6" in capsys.readouterr().out
+    assert json.loads((run / "last.json").read_text())["step"] == 6
+
+
 @pytest.mark.parametrize(
     "config,args,message",
     [
