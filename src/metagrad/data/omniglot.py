@@ -252,8 +252,7 @@ def _decode(read, name: str, source: str) -> np.ndarray:
     except (OSError, SyntaxError, ValueError, zipfile.BadZipFile) as e:  # PIL and zipfile errors
         raise ValueError(
             f"{source}: cannot decode {name} ({type(e).__name__}: {e}); the file is damaged. "
-            "Download the data again (metagrad data download omniglot --root DIR, which checks "
-            "the published MD5s) or replace that file."
+            "Download the data again (metagrad data download omniglot --root DIR checks MD5s)."
         ) from e
 
 
