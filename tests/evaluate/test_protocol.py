@@ -95,3 +95,23 @@ def test_non_transductive_with_running_statistics_uses_them():
     )
     trans = evaluate(runner, F.cross_entropy, params, [batch], InnerLoop(0.3, 1), True)
     assert np.allclose(non.losses, trans.losses)  # eval-mode BatchNorm mixes nothing
+
+
+@pytest.mark.parametrize("transductive", [True, False])
+def test_score_every_keeps_the_scored_steps_rows_and_always_the_last(transductive):
+    model = Conv4(3, filters=4, image_size=8).double()
+    params, batch = split_state(model).params, image_batch()
+    runner = TaskRunner.create(model, "loop")
+    args = (runner, F.cross_entropy, params, [batch], InnerLoop(0.3, 5), True)
+    every = evaluate(*args, transductive=transductive)
+    sparse = evaluate(*args, transductive=transductive, score_every=2)
+    assert sparse.steps == (0, 2, 4, 5)  # the last step is scored whatever the stride
+    assert np.array_equal(sparse.losses, every.losses[[0, 2, 4, 5]])
+    assert np.array_equal(sparse.accuracies, every.accuracies[[0, 2, 4, 5]])
+    assert sparse.accuracy(4) == every.accuracy(4) and sparse.loss() == every.loss(5)
+    assert [row["step"] for row in sparse.to_dict()["steps"]] == [0, 2, 4, 5]
+    assert "| 4 |" in sparse.table() and "| 3 |" not in sparse.table()
+    with pytest.raises(ValueError, match="inner step 3 was not scored"):
+        sparse.accuracy(3)
+    with pytest.raises(ValueError, match="score_every must be >= 1"):
+        evaluate(*args, score_every=0)

@@ -201,7 +201,7 @@ ALGORITHMS.update({cls.name: cls for cls in (MAMLTRPOAlgorithmConfig, Pretrained
 # Settings of supervised runs that RL runs do not read: changing them would do nothing.
 _UNUSED = {
     "train": ("outer_lr", "optimizer", "outer_lr_schedule", "grad_clip"),
-    "eval": ("tasks", "shots", "queries", "transductive", "chunk_size"),
+    "eval": ("tasks", "shots", "queries", "transductive", "chunk_size", "score_every"),
 }
 _INSTEAD = {
     "outer_lr": "TRPO's step is set by algorithm.max_kl",
@@ -213,6 +213,7 @@ _INSTEAD = {
     "queries": "episodes per test task are task.test_trajectories",
     "transductive": "policies have no batch norm",
     "chunk_size": "all test tasks are sampled at once",
+    "score_every": "the return is measured after every adaptation step",
 }
 
 

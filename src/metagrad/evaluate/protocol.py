@@ -45,29 +45,45 @@ class EvalResult:
     """Per-task query metrics after each inner step.
 
     Attributes:
-        losses: ``[steps + 1, tasks]`` query loss after 0..steps inner steps.
+        losses: ``[scored steps, tasks]`` query loss after each scored inner step.
         accuracies: the same for accuracy (classification), else ``None``.
+        steps: the inner step of each row (default: every step, ``0, 1, ..., k``).
     """
 
     losses: np.ndarray
     accuracies: np.ndarray | None
+    steps: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps is None:
+            object.__setattr__(self, "steps", tuple(range(self.losses.shape[0])))
 
     @property
     def tasks(self) -> int:
         return self.losses.shape[1]
 
+    def _row(self, step: int) -> int:
+        """The row of inner step ``step`` (-1: the last scored step)."""
+        if step == -1:
+            return -1
+        if step not in self.steps:
+            raise ValueError(f"inner step {step} was not scored; scored steps: {self.steps}")
+        return self.steps.index(step)
+
     def loss(self, step: int = -1) -> Summary:
-        return summarize(self.losses[step])
+        """Query loss after inner step ``step`` (-1: the last)."""
+        return summarize(self.losses[self._row(step)])
 
     def accuracy(self, step: int = -1) -> Summary:
+        """Query accuracy after inner step ``step`` (-1: the last)."""
         if self.accuracies is None:
             raise ValueError("no accuracy: this evaluation was not a classification task")
-        return summarize(self.accuracies[step])
+        return summarize(self.accuracies[self._row(step)])
 
     def to_dict(self) -> dict:
-        """JSON-able: per step, mean and interval of each metric."""
+        """JSON-able: per scored step, mean and interval of each metric."""
         out = {"tasks": self.tasks, "steps": []}
-        for s in range(self.losses.shape[0]):
+        for s in self.steps:
             row = {"step": s, "loss": vars(self.loss(s))}
             if self.accuracies is not None:
                 row["accuracy"] = vars(self.accuracy(s))
@@ -79,7 +95,7 @@ class EvalResult:
         head = "| step | query loss |" + (" accuracy |" if self.accuracies is not None else "")
         rule = "| --- | --- |" + (" --- |" if self.accuracies is not None else "")
         rows = [head, rule]
-        for s in range(self.losses.shape[0]):
+        for s in self.steps:
             acc = f" {_pct(self.accuracy(s))} |" if self.accuracies is not None else ""
             rows.append(f"| {s} | {self.loss(s)} |{acc}")
         return "\n".join(rows) + f"\n\n({self.tasks} tasks, mean ± 95% interval)"
@@ -99,6 +115,7 @@ def evaluate(
     transductive: bool = True,
     inner_batch_size: int | None = None,
     seed: int = 0,
+    score_every: int = 1,
 ) -> EvalResult:
     """Adapt to every task of ``batches`` and score its query set after each inner step.
 
@@ -114,7 +131,15 @@ def evaluate(
             examples (Nichol et al.'s non-transductive protocol).
         inner_batch_size: support examples per inner step (Reptile's evaluation); None: all.
         seed: seed of the mini-batch order, so evaluations repeat exactly.
+        score_every: score the query set after steps ``0, n, 2n, ...`` and the last step only.
+            Scoring is the cost of a non-transductive evaluation (``n_query`` forward passes of
+            ``n_support + 1`` examples per scored step), so a long adaptation scored at
+            every step spends far more time scoring than adapting.
     """
+    if score_every < 1:
+        raise ValueError(f"score_every must be >= 1, got {score_every}")
+    last = inner.inner_steps
+    scored = tuple(s for s in range(last + 1) if s % score_every == 0 or s == last)
     theta = detached(params)
     generator = torch.Generator().manual_seed(seed)
     losses, accs = [], []
@@ -127,7 +152,10 @@ def evaluate(
         else:
             streams = [_stream(runner, loss, theta, t, inner, pick, per_task=False) for t in batch]
         step_losses, step_accs = [], []
-        for step_params in zip(*streams):  # the parameters after 0, 1, ..., k steps
+        # The parameters after 0, 1, ..., k steps (a step not scored is still taken).
+        for step, step_params in enumerate(zip(*streams)):
+            if step not in scored:
+                continue
             if vectorized and transductive:
                 with torch.no_grad():
                     out = runner.batched(step_params[0], batch.query_x)  # [tasks, n_query, ..]
@@ -149,7 +177,7 @@ def evaluate(
         accs.append(np.stack(step_accs) if classification else None)
     loss_arr = np.concatenate(losses, axis=1)
     acc_arr = np.concatenate(accs, axis=1) if classification else None
-    return EvalResult(loss_arr, acc_arr)
+    return EvalResult(loss_arr, acc_arr, scored)
 
 
 def _stream(runner, loss, theta, data, inner: InnerLoop, pick, per_task: bool) -> Iterator:

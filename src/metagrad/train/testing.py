@@ -57,6 +57,7 @@ def evaluate_split(exp: Experiment, split: str, tasks: int) -> EvalResult:
             transductive=cfg.eval.transductive,
             inner_batch_size=batch_size,
             seed=cfg.eval.seed,
+            score_every=cfg.eval.score_every,
         )
     finally:
         exp.model.train(training)
