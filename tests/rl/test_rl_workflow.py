@@ -134,6 +134,7 @@ def test_test_tasks_are_fixed_and_the_untrained_policy_can_be_tested(tmp_path, c
         (["algorithm.name=maml", "algorithm.inner_lr=0.1"], "'maml' works only on"),
         (["eval.tasks=7"], "task.test_tasks"),
         (["train.outer_lr=0.1"], "train.outer_lr: has no effect on reinforcement-learning"),
+        (["eval.score_every=2"], "the return is measured after every adaptation step"),
         (["train.device=cuda"], "RL runs sample on the CPU"),
         (["algorithm.inner_steps=2", "algorithm.inner_lr=[0.1]"], "algorithm.inner_lr"),
         (["algorithm.gamma=1.5"], "algorithm.gamma: must be > 0 and <= 1"),
