@@ -99,6 +99,15 @@ def test_test_a_run_with_overrides_keeps_the_runs_own_result(run_dir, capsys):
     assert json.loads((run_dir / "results.json").read_text())["tasks"] == json.loads(own)["tasks"]
 
 
+def test_test_scores_only_the_steps_asked_for(run_dir, capsys):
+    args = ["--set", "eval.inner_steps=5", "--set", "eval.score_every=2"]
+    assert main(["test", str(run_dir), *args]) == 0
+    name = "results-best-eval.inner_steps=5-eval.score_every=2.json"
+    steps = json.loads((run_dir / name).read_text())["steps"]
+    assert [row["step"] for row in steps] == [0, 2, 4, 5]
+    assert "| 4 |" in capsys.readouterr().out
+
+
 def test_test_a_config_without_a_run_uses_the_untrained_model(tmp_path, capsys):
     cfg = str(ROOT / "configs" / "sinusoid" / "mean_10shot.toml")
     assert main(["test", cfg, "--set", "eval.tasks=9", "--out", str(tmp_path)]) == 0
