@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import re
-import tempfile
-import warnings
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from metagrad.data.cache import read_through
 from metagrad.data.download import download as _download
 
 __all__ = [
@@ -357,46 +355,12 @@ def _cached(
     )
     tag = hashlib.sha1(source.encode()).hexdigest()[:8]  # one cache file per source path
     name = f"omniglot-{half}-{kind}-{image_size}px-{resample}-{tag}.npz"
-    for file in (c / name for c in caches if (c / name).is_file()):
-        try:
-            with np.load(file) as arrays:
-                if json.loads(str(arrays["meta"])) == meta:
-                    ids, alphabets = arrays["char_ids"], arrays["alphabets"].tolist()
-                    return OmniglotData(arrays["images"], ids, tuple(alphabets), str(path))
-        except (OSError, ValueError, KeyError) as e:
-            warnings.warn(f"ignoring unreadable cache {file} ({e}); rebuilding", stacklevel=3)
-    data = _READERS[kind](path, image_size, resample)
-    arrays = dict(
-        images=data.images,
-        char_ids=data.char_ids,
-        alphabets=np.asarray(data.alphabets),
-        meta=np.asarray(json.dumps(meta)),
-    )
-    errors = []
-    for cache in caches:
-        try:
-            _atomic_savez(cache / name, **arrays)
-            return data
-        except OSError as e:
-            errors.append(f"{cache}: {e}")
-    warnings.warn(
-        f"could not write the Omniglot cache ({'; '.join(errors)}); preprocessing will be "
-        "repeated on every load. Pass a writable cache_dir= to load_omniglot to keep it.",
-        stacklevel=3,
-    )
-    return data
 
+    def build() -> dict[str, np.ndarray]:
+        data = _READERS[kind](path, image_size, resample)
+        alphabets = np.asarray(data.alphabets)
+        return dict(images=data.images, char_ids=data.char_ids, alphabets=alphabets)
 
-def _atomic_savez(file: Path, **arrays: np.ndarray) -> None:
-    """Write an uncompressed ``.npz`` to a temporary sibling, fsync, then rename into place."""
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    arrays = read_through(name, meta, build, caches)
+    alphabets = tuple(arrays["alphabets"].tolist())
+    return OmniglotData(arrays["images"], arrays["char_ids"], alphabets, str(path))
