@@ -18,6 +18,9 @@ from pathlib import Path
 import numpy as np
 
 Arrays = dict[str, np.ndarray]
+# Warnings point at the public loader: read_through <- omniglot._cached <- the comprehension in
+# load_omniglot that calls it <- load_omniglot.
+_STACKLEVEL = 4
 
 
 def read_through(name: str, meta: dict, build: Callable[[], Arrays], caches: list[Path]) -> Arrays:
@@ -37,7 +40,9 @@ def read_through(name: str, meta: dict, build: Callable[[], Arrays], caches: lis
                 if json.loads(str(stored["meta"])) == meta:
                     return {k: stored[k] for k in stored.files if k != "meta"}
         except (OSError, ValueError, KeyError) as e:
-            warnings.warn(f"ignoring unreadable cache {file} ({e}); rebuilding", stacklevel=3)
+            warnings.warn(
+                f"ignoring unreadable cache {file} ({e}); rebuilding", stacklevel=_STACKLEVEL
+            )
     arrays = build()
     errors = []
     for cache in caches:
@@ -49,7 +54,7 @@ def read_through(name: str, meta: dict, build: Callable[[], Arrays], caches: lis
     warnings.warn(
         f"could not write the cache file {name} ({'; '.join(errors)}); preprocessing will be "
         "repeated on every load. Pass a writable cache_dir to keep it.",
-        stacklevel=3,
+        stacklevel=_STACKLEVEL,
     )
     return arrays
 
