@@ -10,7 +10,13 @@ See :mod:`metagrad.config.schema` for every section and field and how to add var
 """
 
 from metagrad.config.build import config_from_dict
-from metagrad.config.checks import EvalSettings, config_problems, resolve_eval
+from metagrad.config.checks import (
+    EvalSettings,
+    config_problems,
+    resolve_eval,
+    selection_score,
+    val_metric,
+)
 from metagrad.config.errors import ConfigError
 from metagrad.config.loader import load_config, read_toml
 from metagrad.config.overrides import Override, apply_overrides, parse_override
@@ -81,5 +87,7 @@ __all__ = [
     "parse_override",
     "read_toml",
     "resolve_eval",
+    "selection_score",
     "toml_value",
+    "val_metric",
 ]

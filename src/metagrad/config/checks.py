@@ -15,6 +15,7 @@ class EvalSettings:
     queries: int | None  # query examples (per class); None if the task family has no queries
     inner_steps: int  # adaptation steps (0 for algorithms that do not adapt)
     inner_lr: float | tuple[float, ...] | None  # step size(s); None if the algorithm has none
+    trajectories: int | None = None  # RL: episodes per task and step; None for other families
 
 
 def _training_lr(cfg: ExperimentConfig) -> float | tuple[float, ...] | None:
@@ -44,12 +45,39 @@ def resolve_eval(cfg: ExperimentConfig) -> EvalSettings:
     if steps is None:  # only reachable for configs built without validation
         raise ValueError("eval.inner_steps must be set for this algorithm")
     lr = ev.inner_lr if ev.inner_lr is not None else _training_lr(cfg)
+    trajectories = getattr(task, "test_trajectories", None) or getattr(task, "trajectories", None)
     return EvalSettings(
         shots=ev.shots if ev.shots is not None else getattr(task, "shots", None),
         queries=ev.queries if ev.queries is not None else getattr(task, "queries", None),
         inner_steps=steps,
         inner_lr=lr if cfg.algorithm.adapts else None,
+        trajectories=trajectories,
     )
+
+
+def val_metric(cfg: ExperimentConfig) -> str:
+    """How a validation picks the best checkpoint: ``"last"`` or ``"mean"`` (over the adapted
+    steps 1..K), with ``train.val_metric = "auto"`` resolved by the task's kind."""
+    rule = cfg.train.val_metric
+    if rule == "auto":
+        return "last" if cfg.task.kind == "classification" else "mean"
+    return rule
+
+
+def selection_score(scores: dict[int, float], rule: str) -> float:
+    """The number (higher is better) that picks the best checkpoint.
+
+    Args:
+        scores: a validation's score (accuracy, minus the loss, or the return) after each
+            scored inner step ``0..K``.
+        rule: ``"last"`` (the score after step K) or ``"mean"`` (the mean over the scored
+            steps 1..K; the score before adaptation when K = 0), see :func:`val_metric`.
+    """
+    last = max(scores)
+    adapted = [v for step, v in scores.items() if step > 0]
+    if rule == "last" or not adapted:
+        return scores[last]
+    return sum(adapted) / len(adapted)
 
 
 def _top_level(cfg: ExperimentConfig) -> list[Problem]:

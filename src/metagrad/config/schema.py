@@ -274,6 +274,11 @@ class TrainConfig(Section):
     grad_clip: float | None = None  # clip the meta-gradient norm to this (None = no clipping)
     val_every: int = 1000  # validate every N iterations (0 = never)
     val_tasks: int = 100  # tasks per validation
+    # What picks the "best" checkpoint from a validation run with the test's protocol: "last",
+    # the query score after the test's last inner step (what classification tables report);
+    # "mean", its mean over the test's adapted steps 1..K (the sinusoid table reports steps
+    # 1 / 5 / 10, the RL tables 1-3); "auto": "last" for classification, "mean" otherwise.
+    val_metric: Literal["auto", "last", "mean"] = "auto"
     log_every: int = 100  # append a line to metrics.jsonl every N iterations
     checkpoint_every: int = 1000  # save the "last" checkpoint every N iterations (0 = at end)
     device: str = "cpu"  # torch device: "cpu", "cuda", "cuda:N" or "mps"

@@ -132,14 +132,13 @@ def evaluate_split(
 def validate(exp: RLExperiment, theta: Params) -> RLEvalResult:
     """Returns on ``train.val_tasks`` fixed validation tasks after 0..K adaptation steps.
 
-    The steps and step sizes are the test's (``[eval]``), so that validation predicts the test:
+    The steps, step sizes and episodes per step are the test's, so that validation predicts it:
     a policy whose first step is good but whose later steps degrade is not the best one.
     """
     ev = resolve_eval(exp.cfg)
-    assert ev.inner_lr is not None  # RL algorithms always adapt
-    trajs = exp.cfg.task.trajectories
+    assert ev.inner_lr is not None and ev.trajectories  # RL algorithms always adapt
     return evaluate_split(
-        exp, theta, "val", exp.cfg.train.val_tasks, ev.inner_steps, ev.inner_lr, trajs
+        exp, theta, "val", exp.cfg.train.val_tasks, ev.inner_steps, ev.inner_lr, ev.trajectories
     )
 
 
@@ -177,10 +176,9 @@ def run_rl_test(
     try:
         theta, source = load_theta(exp, run_dir, checkpoint)
         ev = resolve_eval(cfg)
-        assert ev.inner_lr is not None  # RL algorithms always adapt
-        trajs = cfg.task.test_trajectories or cfg.task.trajectories
+        assert ev.inner_lr is not None and ev.trajectories  # RL algorithms always adapt
         result = evaluate_split(
-            exp, theta, "test", cfg.task.test_tasks, ev.inner_steps, ev.inner_lr, trajs
+            exp, theta, "test", cfg.task.test_tasks, ev.inner_steps, ev.inner_lr, ev.trajectories
         )
     finally:
         if owned:

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from metagrad.config import ExperimentConfig
+from metagrad.config import ExperimentConfig, selection_score, val_metric
 from metagrad.functional.params import Params
 from metagrad.rl.build import RLExperiment, build_rl_experiment
 from metagrad.rl.testing import run_rl_test, validate
@@ -150,10 +150,10 @@ def _iteration(
 def _validate(exp: RLExperiment, theta: Params) -> tuple[float, dict[str, float]]:
     """The validation metric and its summary.
 
-    The metric (higher is better) is the return averaged over the test's adaptation steps
-    1..K (the return before adaptation when K = 0); the summary has the return after each step
-    (``return_step1``...), ``return_after`` after the first (the quantity training monitors)
-    and its interval.
+    The metric (higher is better) is the return after the test's last adaptation step or its
+    mean over the steps 1..K (``train.val_metric``; "auto" is the mean for RL); the summary
+    has the return after each step (``return_step1``...), ``return_after`` after the first
+    (the quantity training monitors) and its interval.
     """
     result = validate(exp, theta)
     steps = result.returns.shape[0] - 1
@@ -163,9 +163,10 @@ def _validate(exp: RLExperiment, theta: Params) -> tuple[float, dict[str, float]
         summary[f"return_step{k}"] = s.mean
     if adapted:
         summary.update(return_after=adapted[0].mean, return_after_ci95=adapted[0].ci95)
-    metric = sum(s.mean for s in adapted) / steps if adapted else summary["return_before"]
-    summary.update(return_adapted_mean=metric, time=result.seconds)
-    return metric, summary
+    scores = {k: result.mean_return(k).mean for k in range(steps + 1)}
+    adapted_mean = selection_score(scores, "mean")
+    summary.update(return_adapted_mean=adapted_mean, time=result.seconds)
+    return selection_score(scores, val_metric(exp.cfg)), summary
 
 
 def _save(

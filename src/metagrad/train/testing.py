@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING
 
 from metagrad.algorithms import InnerLoop
 from metagrad.algorithms.learner import MetaLearner
-from metagrad.config import ExperimentConfig, load_config, resolve_eval
+from metagrad.config import (
+    ExperimentConfig,
+    load_config,
+    resolve_eval,
+    selection_score,
+    val_metric,
+)
 from metagrad.evaluate.mean import MeanPredictor
 from metagrad.evaluate.protocol import EvalResult, evaluate
 from metagrad.train.build import Experiment, build_experiment
@@ -23,15 +29,12 @@ if TYPE_CHECKING:
 RESULTS_FILE = "results.json"
 
 
-def _inner(exp: Experiment, split: str) -> tuple[InnerLoop, int | None]:
-    """Test-time inner loop of ``split``: the [eval] settings for "test", training's step size
-    for "val" (whose episodes, steps and batch size are the test's, so that validation predicts
-    the test)."""
+def _inner(exp: Experiment) -> tuple[InnerLoop, int | None]:
+    """Test-time inner loop, the same for validation and test: validation asks the test's
+    question (its episodes, steps, step sizes and batch size), so that it predicts the test."""
     ev = resolve_eval(exp.cfg)
-    learner = exp.learner
-    lr = ev.inner_lr if split == "test" else getattr(learner, "inner_lr", ev.inner_lr)
-    inner = learner.inner_loop(ev.inner_steps, lr)
-    return inner, exp.cfg.eval.inner_batch_size or getattr(learner, "inner_batch_size", None)
+    inner = exp.learner.inner_loop(ev.inner_steps, ev.inner_lr)
+    return inner, exp.cfg.eval.inner_batch_size or getattr(exp.learner, "inner_batch_size", None)
 
 
 def evaluate_split(exp: Experiment, split: str, tasks: int) -> EvalResult:
@@ -42,7 +45,7 @@ def evaluate_split(exp: Experiment, split: str, tasks: int) -> EvalResult:
     if isinstance(exp.learner, MeanPredictor):
         return exp.learner.evaluate(batches, resolve_eval(cfg).inner_steps or 0)
     assert isinstance(exp.learner, MetaLearner)
-    inner, batch_size = _inner(exp, split)
+    inner, batch_size = _inner(exp)
     first = next(batches)  # the tasks' sizes choose the "auto" path, as in training
     training = exp.model.training
     exp.model.eval()  # test-time behaviour: running statistics where the policy keeps them
@@ -64,13 +67,25 @@ def evaluate_split(exp: Experiment, split: str, tasks: int) -> EvalResult:
 
 
 def validation_metric(exp: Experiment) -> tuple[float, dict]:
-    """Validation score (higher is better: accuracy, or minus the loss) and a summary."""
+    """Validation score (higher is better) and a summary, on ``train.val_tasks`` fixed tasks
+    with the test's protocol.
+
+    The score is the accuracy (classification) or minus the query loss after the test's last
+    inner step, or its mean over the adapted steps: see ``train.val_metric``.
+    """
     result = evaluate_split(exp, "val", exp.cfg.train.val_tasks)
     summary = {"loss": result.loss().mean, "loss_step0": result.loss(0).mean}
     if exp.classification:
         summary["accuracy"] = result.accuracy().mean
-        return summary["accuracy"], summary
-    return -summary["loss"], summary
+        scores = {s: result.accuracy(s).mean for s in result.steps}
+    else:
+        scores = {s: -result.loss(s).mean for s in result.steps}
+    rule = val_metric(exp.cfg)
+    metric = selection_score(scores, rule)
+    if rule == "mean":
+        key = "accuracy_adapted_mean" if exp.classification else "loss_adapted_mean"
+        summary[key] = metric if exp.classification else -metric
+    return metric, summary
 
 
 def results_file(checkpoint: str = "best", overrides: Sequence[str] = ()) -> str:
