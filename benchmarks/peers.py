@@ -5,7 +5,7 @@ accumulated into ``.grad``, and an Adam step: what a training loop runs. Each im
 owns its model (a copy of the same initial weights) and its Adam optimiser.
 
 metagrad runs its built-in models on each execution path (``loop``, ``vectorized`` with each
-per-task convolution of ``metagrad.functional.kernels.CONV_IMPLS``, ``auto``). The peers run the
+per-task convolution of ``metagrad.models.kernels.CONV_IMPLS``, ``auto``). The peers run the
 plain ``torch.nn`` twin of the model the way their documentation teaches, backpropagating task by
 task (their low-memory usage): learn2learn ``MAML.clone()/adapt()``, higher
 ``innerloop_ctx(copy_initial_weights=False)``, torchopt ``MetaSGD`` with
@@ -28,7 +28,7 @@ from benchmarks.l2l_loader import load_l2l_maml
 from benchmarks.models import loss_fn, metagrad_model, twin
 from benchmarks.settings import Setting
 from metagrad import TaskBatch
-from metagrad.functional import kernels
+from metagrad.models import kernels
 
 DEFAULT_CONV = kernels.get_conv_impl()  # what "auto" and the library default use
 
@@ -88,7 +88,7 @@ class Implementation:
 class MetagradImpl(Implementation):
     """``metagrad.MAML(...).backward(batch)`` on one path (and per-task convolution).
 
-    Extra keyword ``options`` go to ``metagrad.MAML`` (e.g. ``checkpoint_inner=True``).
+    Extra keyword ``options`` go to ``metagrad.MAML`` (e.g. ``recompute_inner=True``).
     """
 
     def __init__(self, name, model, setting, path: str, conv: str | None = None, **options) -> None:
@@ -212,9 +212,9 @@ class TorchoptFuncImpl(Implementation):
 
 
 def resolved_path(model: nn.Module) -> str:
-    """What ``path="auto"`` runs for ``model`` ("loop", "native" or "vmap"), if metagrad says."""
+    """What ``path="auto"`` runs for ``model`` ("loop", "vectorized", "vmap"), if metagrad says."""
     try:
-        from metagrad.algorithms.runner import resolve_path
+        from metagrad.algorithms.paths import resolve_path
 
         return resolve_path(model, "auto")
     except (ImportError, ValueError):  # pragma: no cover - depends on metagrad internals

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.l2l_loader import L2L_VERSION, l2l_available
-from metagrad.functional import kernels
+from metagrad.models import kernels
 
 REPO = Path(__file__).resolve().parents[1]
 POOL_NAMES = {"max": "max-pool Conv4", "stride": "strided Conv4 (MAML paper)", "mlp": "MLP"}

@@ -11,7 +11,7 @@ interleaved with the others of its sweep:
 - tasks/s against the meta-batch size (``--batches``, default 1..64);
 - tasks/s against the number of inner steps (``--steps``, default 1..10);
 - working memory of one meta-iteration at 1/5/20/50 inner steps with and without
-  ``checkpoint_inner=True``, if ``metagrad.MAML`` has that option (skipped otherwise).
+  ``recompute_inner=True``, if ``metagrad.MAML`` has that option (skipped otherwise).
 """
 
 from __future__ import annotations
@@ -68,9 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def checkpoint_supported() -> bool:
-    """Whether ``metagrad.MAML`` exposes a ``checkpoint_inner`` option."""
-    return hasattr(metagrad.MAML, "checkpoint_inner") or (
-        "checkpoint_inner" in inspect.signature(metagrad.MAML.__init__).parameters
+    """Whether ``metagrad.MAML`` exposes a ``recompute_inner`` option."""
+    return hasattr(metagrad.MAML, "recompute_inner") or (
+        "recompute_inner" in inspect.signature(metagrad.MAML.__init__).parameters
     )
 
 
@@ -79,10 +79,10 @@ def make_impl(setting: Setting, pool: str, spec: str, seed: int, **options) -> M
     path, _, conv = spec.partition(":")
     model = metagrad_model(setting, pool, seed)
     name = f"metagrad-{spec}"
-    in_signature = "checkpoint_inner" in inspect.signature(metagrad.MAML.__init__).parameters
-    if "checkpoint_inner" in options and not in_signature:  # an attribute, not an argument
+    in_signature = "recompute_inner" in inspect.signature(metagrad.MAML.__init__).parameters
+    if "recompute_inner" in options and not in_signature:  # an attribute, not an argument
         impl = MetagradImpl(name, model, setting, path, conv or None)
-        impl.maml.checkpoint_inner = options["checkpoint_inner"]
+        impl.maml.recompute_inner = options["recompute_inner"]
         return impl
     return MetagradImpl(name, model, setting, path, conv or None, **options)
 
@@ -118,7 +118,7 @@ def sweep(
 
 
 def checkpoint_memory(base: Setting, pool: str, args: argparse.Namespace) -> list[dict]:
-    """Working memory at each ``--ckpt-steps`` with and without ``checkpoint_inner``."""
+    """Working memory at each ``--ckpt-steps`` with and without ``recompute_inner``."""
     rows = []
     for steps in ints(args.ckpt_steps):
         setting = base.replace(steps=steps)
@@ -131,7 +131,7 @@ def checkpoint_memory(base: Setting, pool: str, args: argparse.Namespace) -> lis
                         "pool": pool,
                         "spec": path,
                         "seed": args.seed,
-                        "checkpoint_inner": ckpt,
+                        "recompute_inner": ckpt,
                     },
                     setting,
                     args.seed,
@@ -142,8 +142,8 @@ def checkpoint_memory(base: Setting, pool: str, args: argparse.Namespace) -> lis
                     {
                         "steps": steps,
                         "path": path,
-                        "variant": f"{path} checkpoint_inner={ckpt}",
-                        "checkpoint_inner": ckpt,
+                        "variant": f"{path} recompute_inner={ckpt}",
+                        "recompute_inner": ckpt,
                         "tasks": setting.tasks,
                         "memory_bytes": used,
                         "memory_method": how,
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
             out += ["", "### working memory (MB) vs inner steps", ""]
             out.append(table(rows, "steps", "memory_mb", ".0f", col="variant"))
         else:
-            result["checkpoint"] = "skipped: metagrad.MAML has no checkpoint_inner option"
+            result["checkpoint"] = "skipped: metagrad.MAML has no recompute_inner option"
             out += ["", f"checkpoint sweep {result['checkpoint']}"]
     foreign_after = measure.foreign_load(1.0)
     busy = sum(r["busy_iterations"] for k in ("batch", "steps") for r in result.get(k, []))

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from metagrad.tasks.batch import TaskBatch
+from metagrad.types import TaskBatch
 
 # Tests use one thread (and so do the commands they spawn): results are then bit-reproducible,
 # and small tensors do not pay OpenMP synchronisation, which on a loaded 2-core machine costs

@@ -8,7 +8,7 @@ The public API::
 
 from metagrad.algorithms import MAML, InnerLoop, MetaLearner, MetaOutput, Reptile
 from metagrad.functional import Params, adapt, split_state
-from metagrad.tasks.batch import Task, TaskBatch
+from metagrad.types import Task, TaskBatch
 
 __version__ = "0.1.0"
 

@@ -145,7 +145,7 @@ def test_checkpointed_inner_loop_gives_the_same_meta_gradient(path, first_order)
         inner_steps=3,
         first_order=first_order,
         path=path,
-        checkpoint_inner=True,
+        recompute_inner=True,
     ).backward(batch)
     for name, p in model.named_parameters():
         assert_rel_close(p.grad, expected[name], 1e-10, name, global_norm(expected))
@@ -170,7 +170,7 @@ def test_checkpointed_inner_loop_with_adam_state():
             inner_lr=0.01,
             inner_steps=3,
             optimizer=Adam(),
-            checkpoint=ck,
+            recompute=ck,
             first_order=True,
         )
         q = loss_fn(phi, (batch.query_x[0], batch.query_y[0]))

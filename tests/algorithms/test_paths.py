@@ -8,8 +8,7 @@ import torch.nn.functional as F
 
 from conftest import assert_rel_close, global_norm, image_batch, regression_batch
 from metagrad import MAML, Reptile
-from metagrad.functional import kernels
-from metagrad.models import MLP, MODELS, BatchNorm, Conv4
+from metagrad.models import MLP, MODELS, BatchNorm, Conv4, kernels
 from metagrad.models.conv4 import ConvBlock
 
 MODEL_CASES = {
@@ -133,7 +132,7 @@ def test_native_batch_norm_of_torch_nn_under_vmap_path():
 
 def test_auto_path_follows_the_measured_preference_for_the_task_sizes():
     from metagrad import TaskBatch
-    from metagrad.algorithms.runner import TaskRunner
+    from metagrad.algorithms.paths import TaskRunner
 
     def batch(ways, shots, queries):
         x = torch.zeros(2, ways * (shots + queries), 1, 28, 28)
@@ -144,13 +143,13 @@ def test_auto_path_follows_the_measured_preference_for_the_task_sizes():
     strided, pooled = Conv4(5, pool="stride"), Conv4(5, pool="max")
     running = Conv4(5, pool="stride", norm="running")
     expected = [
-        (strided, batch(5, 1, 1), "native"),  # MAML's Omniglot 5-way 1-shot: 10 images
-        (strided, batch(20, 1, 1), "native"),  # 20-way 1-shot: 40 images
+        (strided, batch(5, 1, 1), "vectorized"),  # MAML's Omniglot 5-way 1-shot: 10 images
+        (strided, batch(20, 1, 1), "vectorized"),  # 20-way 1-shot: 40 images
         (strided, batch(5, 5, 5), "loop"),  # 50 images
         (strided, batch(5, 1, 15), "loop"),
         (pooled, batch(5, 1, 1), "loop"),  # 28x28 activations
         (running, batch(5, 1, 1), "loop"),  # running statistics: the loop only
-        (MLP(4, 2, (8,)), None, "native"),
+        (MLP(4, 2, (8,)), None, "vectorized"),
     ]
     for model, b, path in expected:
         assert TaskRunner.create(model, "auto", b).path == path

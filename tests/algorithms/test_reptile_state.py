@@ -31,7 +31,7 @@ def test_adam_chain_equals_running_the_tasks_gradients_in_sequence():
             _, sequential = adam.step(params, {"w": grads[i, s]}, sequential, 0.1)
         ends.append(state)
     stacked = {n: {k: torch.stack([e[n][k] for e in ends]) for k in start[n]} for n in start}
-    chained = adam.chain(start, stacked, steps, tasks)
+    chained = adam.sequential(start, stacked, steps, tasks)
     for n in ("m", "v"):
         for k in start[n]:
             assert_rel_close(chained[n][k], sequential[n][k], 1e-12, f"{n}.{k}")

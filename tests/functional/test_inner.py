@@ -124,7 +124,7 @@ def test_checkpointed_steps_pass_gradients_to_a_learnable_learning_rate():
     for ck in (False, True):
         lr = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
         params = split_state(model).params
-        phi = adapt(loss_fn, params, batch, inner_lr=lr, inner_steps=3, checkpoint=ck)
+        phi = adapt(loss_fn, params, batch, inner_lr=lr, inner_steps=3, recompute=ck)
         grads.append(torch.autograd.grad(loss_fn(phi, batch), [lr, *params.values()]))
     for a, b in zip(*grads):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-14)
@@ -148,7 +148,7 @@ def test_segment_checkpointing_is_exact_for_any_number_of_steps(steps, optimizer
             batch,
             inner_lr=lrs,
             inner_steps=steps,
-            checkpoint=ck,
+            recompute=ck,
             optimizer=optimizer,
             first_order=first_order,
         )
@@ -170,7 +170,7 @@ def _retained_bytes(steps, checkpoint):
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        phi = adapt(loss_fn, params, batch, inner_lr=0.01, inner_steps=steps, checkpoint=checkpoint)
+        phi = adapt(loss_fn, params, batch, inner_lr=0.01, inner_steps=steps, recompute=checkpoint)
     gc.collect()
     alive = {id(t): t for r in refs if (t := r()) is not None}
     data = {id(t) for t in batch.values()}  # the task's data are alive anyway

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from conftest import assert_rel_close, global_norm
-from metagrad.functional import kernels, split_state
-from metagrad.models import MODELS, BatchNorm, Conv4, build_model
+from metagrad.functional import split_state
+from metagrad.models import MODELS, BatchNorm, Conv4, build_model, kernels
 from metagrad.models.conv4 import ConvBlock
 
 BUILD = {

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from metagrad.tasks.batch import TaskBatch
 from metagrad.tasks.episodes import (
     EpisodeSampler,
     draw_episodes,
     expand_rotations,
     gather_episodes,
 )
+from metagrad.types import TaskBatch
 
 
 def _coded(classes: int, samples: int, side: int = 5) -> np.ndarray:

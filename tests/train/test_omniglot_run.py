@@ -79,7 +79,7 @@ def test_evaluation_resolves_the_auto_path_by_the_test_tasks_sizes(monkeypatch):
     exp = build_experiment(cfg)
     assert exp.learner.runner_for(exp.train_tasks.sample(2)).path == "loop"
     testing.evaluate_split(exp, "test", 3)
-    assert paths == ["native"]
+    assert paths == ["vectorized"]
 
 
 def test_non_transductive_meta_test(tmp_path):

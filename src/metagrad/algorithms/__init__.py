@@ -1,9 +1,11 @@
 """Meta-learning algorithms: pure objectives and their stateful shells."""
 
 from metagrad.algorithms.learner import MAML, MetaLearner, Reptile
-from metagrad.algorithms.maml import InnerLoop, MetaOutput, maml_objective, meta_gradient
+from metagrad.algorithms.maml import MetaOutput, maml_objective, meta_gradient
+from metagrad.algorithms.paths import TaskRunner, resolve_path
 from metagrad.algorithms.reptile import reptile_direction
-from metagrad.algorithms.runner import PATHS, TaskRunner, resolve_path
+from metagrad.functional.inner import InnerLoop
+from metagrad.types import PATHS
 
 __all__ = [
     "MAML",

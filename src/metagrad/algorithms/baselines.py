@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from metagrad.algorithms.learner import MetaLearner, accumulate_grad
-from metagrad.algorithms.maml import Loss, MetaOutput
-from metagrad.algorithms.runner import autocast_dtype, check_batch, task_losses
+from metagrad.algorithms.maml import MetaOutput
+from metagrad.algorithms.paths import autocast_dtype, check_batch
 from metagrad.functional.inner import gradients
 from metagrad.functional.params import expand_tasks
-from metagrad.tasks.batch import TaskBatch
+from metagrad.types import Loss, TaskBatch
 
 
 class Pretrained(MetaLearner):
@@ -38,15 +38,11 @@ class Pretrained(MetaLearner):
         batch = autocast_dtype(check_batch(batch), params)
         x = torch.cat([batch.support_x, batch.query_x], dim=1)  # [tasks, n, ...]
         y = torch.cat([batch.support_y, batch.query_y], dim=1)
-        if runner.vectorized:
-            out = runner.batched(expand_tasks(params, batch.num_tasks), x)
-            per_task = task_losses(self.loss, out, y)
-        else:
-            out = torch.stack([runner.forward(params, xi) for xi in x])
-            per_task = torch.stack([self.loss(o, yi) for o, yi in zip(out, y)])
+        out = runner.predict_all(expand_tasks(params, batch.num_tasks), x)  # [tasks, n, ...]
+        per_task = runner.task_losses(self.loss, out, y)
         grads = gradients(per_task.mean(), params, create_graph=False, what="training loss")
         accumulate_grad(params, grads)
         n = batch.support_x.shape[1]  # report the query part, as the meta-learners do
         q_out = out[:, n:].detach()
-        q_losses = task_losses(self.loss, q_out, batch.query_y)
+        q_losses = runner.task_losses(self.loss, q_out, batch.query_y)
         return MetaOutput(q_losses.mean(), q_losses, q_out)

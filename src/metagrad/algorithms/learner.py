@@ -17,19 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metagrad.algorithms.maml import (
-    InnerLoop,
-    Loss,
-    MetaOutput,
-    adapt_task,
-    maml_objective,
-    meta_gradient,
-)
+from metagrad.algorithms.maml import MetaOutput, maml_objective, meta_gradient
+from metagrad.algorithms.paths import TaskRunner, autocast_dtype, check_batch, resolve_path
 from metagrad.algorithms.reptile import reptile_direction
-from metagrad.algorithms.runner import TaskRunner, autocast_dtype, check_batch, resolve_path
-from metagrad.functional.optim import LearningRate, make_optimizer
-from metagrad.functional.params import Params, split_state
-from metagrad.tasks.batch import TaskBatch
+from metagrad.functional.inner import InnerLoop, run_inner
+from metagrad.functional.optim import LearningRate, make_inner_optimizer
+from metagrad.functional.params import detached, split_state
+from metagrad.types import Loss, Params, TaskBatch
 
 
 def accumulate_grad(params: Params, grads: Params) -> None:
@@ -48,7 +42,7 @@ class MetaLearner:
         inner_lr: inner learning rate, or one per inner step.
         inner_steps: inner steps during meta-training.
         path: ``"auto"``, ``"loop"``, ``"vectorized"`` or ``"vmap"``
-            (see :mod:`metagrad.algorithms.runner`).
+            (see :mod:`metagrad.algorithms.paths`).
         chunk_size: tasks per backward pass on the vectorised path (bounds memory); the loop
             path always backpropagates task by task.
     """
@@ -103,11 +97,11 @@ class MetaLearner:
         Steps and learning rate default to the training ones; meta-testing often uses more.
         """
         with torch.no_grad():  # no graph to the meta-parameters at test time
-            params = {k: v.detach() for k, v in self.params.items()}
+            params = detached(self.params)
         inner = self.inner_loop(inner_steps, inner_lr)
         runner = TaskRunner.create(self.model, "loop")
-        phi = adapt_task(runner, self.loss, params, support_x, support_y, inner)
-        return {k: v.detach() for k, v in phi.items()}
+        phi, _ = run_inner(runner.task_objective(self.loss), params, (support_x, support_y), inner)
+        return detached(phi)
 
     def predict(self, params: Params, x: Tensor) -> Tensor:
         """The model's output on ``x [N, ...]`` with the given (adapted) parameters."""
@@ -134,7 +128,7 @@ class MetaLearner:
 class MAML(MetaLearner):
     """Model-Agnostic Meta-Learning; ``first_order=True`` gives FOMAML.
 
-    ``checkpoint_inner=True`` recomputes the inner steps during the backward pass instead of
+    ``recompute_inner=True`` recomputes the inner steps during the backward pass instead of
     keeping their activations: memory grows with ``sqrt(inner_steps)`` copies of the parameters
     (for large models and long adaptations), at the cost of about two more forward steps per
     step.
@@ -156,7 +150,7 @@ class MAML(MetaLearner):
         first_order: bool = False,
         path: str = "auto",
         chunk_size: int | None = None,
-        checkpoint_inner: bool = False,
+        recompute_inner: bool = False,
     ) -> None:
         super().__init__(
             model,
@@ -166,12 +160,12 @@ class MAML(MetaLearner):
             path=path,
             chunk_size=chunk_size,
         )
-        self.first_order, self.checkpoint_inner = first_order, checkpoint_inner
+        self.first_order, self.recompute_inner = first_order, recompute_inner
 
     def inner_loop(self, inner_steps: int | None = None, inner_lr=None) -> InnerLoop:
         base = super().inner_loop(inner_steps, inner_lr)
         return InnerLoop(
-            base.inner_lr, base.inner_steps, self.first_order, checkpoint=self.checkpoint_inner
+            base.inner_lr, base.inner_steps, self.first_order, recompute=self.recompute_inner
         )
 
     def meta_loss(self, batch: TaskBatch) -> MetaOutput:
@@ -187,12 +181,11 @@ class MAML(MetaLearner):
         batch = autocast_dtype(check_batch(batch), params)
         runner = self.runner_for(batch)
         inner = self.inner_loop()
-        chunk = self.chunk_size if runner.vectorized else 1
 
         def objective(b: TaskBatch) -> MetaOutput:
             return maml_objective(runner, self.loss, params, b, inner)
 
-        grads, out = meta_gradient(objective, params, batch, chunk)
+        grads, out = meta_gradient(objective, params, batch, runner.backprop_chunk(self.chunk_size))
         accumulate_grad(params, grads)
         return out
 
@@ -228,7 +221,7 @@ class Reptile(MetaLearner):
         super().__init__(model, loss, inner_lr=inner_lr, inner_steps=inner_steps, path=path)
         if inner_state not in ("reset", "carry"):
             raise ValueError(f"inner_state must be 'reset' or 'carry', got {inner_state!r}")
-        self.optimizer = make_optimizer(inner_optimizer, adam_betas)
+        self.optimizer = make_inner_optimizer(inner_optimizer, adam_betas)
         self.inner_batch_size, self.generator = inner_batch_size, generator
         self.inner_state = inner_state
         self.carried: dict | None = None  # the inner optimiser's state when carried
@@ -253,7 +246,7 @@ class Reptile(MetaLearner):
         )
         accumulate_grad(params, direction)
         if self.inner_state == "carry":
-            self.carried = {g: {k: v.detach() for k, v in sub.items()} for g, sub in state.items()}
+            self.carried = {g: detached(sub) for g, sub in state.items()}
         return out
 
     def state_dict(self) -> dict:

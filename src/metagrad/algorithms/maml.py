@@ -1,26 +1,23 @@
 """MAML and first-order MAML as pure functions (Finn, Abbeel & Levine, 2017).
 
 The meta-objective is the mean over tasks of the query loss after adapting to the support set:
-``L(theta) = mean_t loss(f(query_x_t; adapt_t(theta)), query_y_t)``. Second-order MAML
+``L(theta) = mean_t loss(f(query_x_t; phi_t(theta)), query_y_t)``. Second-order MAML
 differentiates through the inner gradients; FOMAML (``first_order=True``) treats them as
-constants, so its meta-gradient is the query gradient at the adapted parameters.
+constants, so its meta-gradient is the query gradient at the adapted parameters. The inner step
+itself, ``phi = theta - alpha * grad L(theta)``, is :func:`metagrad.functional.inner_step`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from metagrad.algorithms.runner import TaskRunner, task_losses
-from metagrad.functional.inner import adapt, gradients
-from metagrad.functional.optim import SGD, Adam, LearningRate
-from metagrad.functional.params import Params, expand_tasks
-from metagrad.tasks.batch import TaskBatch
-
-Loss = Callable[[Tensor, Tensor], Tensor]
+from metagrad.algorithms.paths import TaskRunner
+from metagrad.functional.inner import InnerLoop, gradients
+from metagrad.types import Loss, Params, TaskBatch
 
 
 @dataclass(frozen=True)
@@ -38,79 +35,20 @@ class MetaOutput:
     query_out: Tensor
 
 
-@dataclass(frozen=True)
-class InnerLoop:
-    """How a task is adapted: learning rate(s), steps, order, update rule."""
-
-    inner_lr: LearningRate | Sequence[LearningRate]
-    inner_steps: int
-    first_order: bool = False
-    optimizer: SGD | Adam = field(default_factory=SGD)
-    checkpoint: bool = False  # recompute the steps in the backward pass: sqrt(steps) memory
-    state: dict | None = None  # optimiser state every task starts from (None: a fresh one)
-
-
-def adapt_tasks(
-    runner: TaskRunner,
-    loss: Loss,
-    params: Params,
-    x: Tensor,
-    y: Tensor,
-    inner: InnerLoop,
-    batches: Callable[[int], tuple[Tensor, Tensor]] | None = None,
-) -> Params:
-    """Adapt ``params`` to every task of ``x [tasks, N, ...]`` at once (vectorised path).
-
-    Returns per-task parameters ``[tasks, ...]``.
-    """
-    return _adapt(
-        runner.support_loss(loss, True), expand_tasks(params, x.shape[0]), x, y, inner, batches
-    )
-
-
-def adapt_task(
-    runner: TaskRunner,
-    loss: Loss,
-    params: Params,
-    x: Tensor,
-    y: Tensor,
-    inner: InnerLoop,
-    batches: Callable[[int], tuple[Tensor, Tensor]] | None = None,
-) -> Params:
-    """Adapt ``params`` to one task ``x [N, ...]`` (the plain per-task reference)."""
-    return _adapt(runner.support_loss(loss, False), params, x, y, inner, batches)
-
-
-def _adapt(support_loss, params: Params, x: Tensor, y: Tensor, inner: InnerLoop, batches):
-    return adapt(
-        support_loss,
-        params,
-        (x, y),
-        inner_lr=inner.inner_lr,
-        inner_steps=inner.inner_steps,
-        first_order=inner.first_order,
-        optimizer=inner.optimizer,
-        batches=batches,
-        checkpoint=inner.checkpoint,
-        state=inner.state,
-    )
-
-
 def maml_objective(
     runner: TaskRunner, loss: Loss, params: Params, batch: TaskBatch, inner: InnerLoop
 ) -> MetaOutput:
-    """The MAML meta-loss of a meta-batch, differentiable w.r.t. ``params``."""
-    if runner.vectorized:
-        phi = adapt_tasks(runner, loss, params, batch.support_x, batch.support_y, inner)
-        out = runner.batched(phi, batch.query_x)  # [tasks, n_query, ...]
-        losses = task_losses(loss, out, batch.query_y)
-    else:
-        outs, per_task = [], []
-        for task in batch:
-            phi = adapt_task(runner, loss, params, task.support_x, task.support_y, inner)
-            outs.append(runner.forward(phi, task.query_x))
-            per_task.append(loss(outs[-1], task.query_y))
-        out, losses = torch.stack(outs), torch.stack(per_task)
+    """The MAML meta-loss of a meta-batch, differentiable w.r.t. ``params`` (``theta``).
+
+    Algorithm 1 of the paper, lines 3-8 (line 8's step is taken by the caller's optimiser on
+    the gradient of the returned loss):
+    """
+    # 3: a batch of tasks T_i ~ p(T)                      # batch: [tasks, ...] support / query
+    # 4-7: for all T_i, phi_i = theta - alpha grad_theta L_Ti(f_theta) on the support set
+    phi, _ = runner.adapt_all(loss, params, batch.support_x, batch.support_y, inner)
+    # 8: sum_i L_Ti(f_phi_i) on the query sets (the mean: the gradient's scale is outer_lr's)
+    out = runner.predict_all(phi, batch.query_x)  # [tasks, n_query, ...]
+    losses = runner.task_losses(loss, out, batch.query_y)  # [tasks]
     return MetaOutput(losses.mean(), losses.detach(), out.detach())
 
 

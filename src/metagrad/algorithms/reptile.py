@@ -9,15 +9,16 @@ return the *direction* ``theta - mean_t phi_t``, which written into ``.grad`` ma
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch import Tensor
 
-from metagrad.algorithms.maml import InnerLoop, Loss, MetaOutput
-from metagrad.algorithms.runner import TaskRunner, task_losses
-from metagrad.functional.inner import adapt_with_state
-from metagrad.functional.params import Params, detached
-from metagrad.tasks.batch import TaskBatch
+from metagrad.algorithms.maml import MetaOutput
+from metagrad.algorithms.paths import TaskRunner
+from metagrad.functional.inner import InnerLoop
+from metagrad.functional.params import detached
+from metagrad.types import Loss, Params, TaskBatch
 
 
 def minibatch_schedule(
@@ -68,99 +69,29 @@ def reptile_direction(
 
     Returns:
         ``(direction, output, state)``. ``state`` is where the optimiser would be had the tasks
-        run one after the other from ``inner.state`` (:meth:`Adam.chain`): pass it on as the
-        next batch's ``inner.state`` to keep Adam's moments across tasks, as Reptile's code
+        run one after the other from ``inner.state`` (:meth:`Adam.sequential`): pass it on as
+        the next batch's ``inner.state`` to keep Adam's moments across tasks, as Reptile's code
         does. The tasks themselves run in parallel, each from ``inner.state``.
     """
     theta = detached(params)
     pick = minibatch_schedule(batch.support_x.shape[1], inner_batch_size, generator)
-    has_query = batch.query_x.shape[1] > 0  # Reptile needs no query set; it may be empty
     start = inner.state if inner.state is not None else inner.optimizer.init(theta)
-    if runner.vectorized:
-        delta, ends = _displacement(
-            runner,
-            loss,
-            theta,
-            batch.support_x,
-            batch.support_y,
-            inner,
-            start,
-            pick,
-            batch.num_tasks,
-        )
-        mean_delta = {k: v.mean(0) for k, v in delta.items()}
-        out = _query(runner.batched, theta, delta, batch.query_x) if has_query else None
-    else:
-        mean_delta = {k: torch.zeros_like(v) for k, v in theta.items()}
-        outs, task_ends = [], []
-        for task in batch:
-            delta, end = _displacement(
-                runner, loss, theta, task.support_x, task.support_y, inner, start, pick, None
-            )
-            task_ends.append(end)
-            for k, v in delta.items():
-                mean_delta[k] += v / batch.num_tasks
-            if has_query:
-                outs.append(_query(runner.forward, theta, delta, task.query_x))
-        out = torch.stack(outs) if has_query else None
-        ends = {g: {k: torch.stack([e[g][k] for e in task_ends]) for k in start[g]} for g in start}
-    state = inner.optimizer.chain(start, ends, inner.inner_steps, batch.num_tasks)
-    if has_query:
-        losses = task_losses(loss, out, batch.query_y)
+    inner = replace(inner, first_order=True, state=start)
+    # The inner loop runs on the displacement itself (phi = theta + delta, delta from 0), so
+    # the small Reptile direction is accumulated directly instead of recovered as the
+    # difference of two nearly equal tensors, which would lose float32 precision.
+    zero = {k: torch.zeros_like(v) for k, v in theta.items()}
+    x, y = batch.support_x, batch.support_y
+    delta, ends = runner.adapt_all(loss, zero, x, y, inner, pick, offset=theta)
+    delta = detached(delta)  # [tasks, ...]
+    state = inner.optimizer.sequential(start, ends, inner.inner_steps, batch.num_tasks)
+    if batch.query_x.shape[1] > 0:  # Reptile needs no query set; report it when there is one
+        with torch.no_grad():
+            phi = {k: theta[k] + delta[k] for k in theta}
+            out = runner.predict_all(phi, batch.query_x)
+            losses = runner.task_losses(loss, out, batch.query_y)
     else:  # report NaN losses and an empty output rather than fail
         losses = batch.support_x.new_full((batch.num_tasks,), float("nan"))
         out = batch.support_x.new_empty(batch.num_tasks, 0)
-    direction = {k: -v for k, v in mean_delta.items()}
+    direction = {k: -v.mean(0) for k, v in delta.items()}
     return direction, MetaOutput(losses.mean(), losses, out), state
-
-
-def _displacement(
-    runner: TaskRunner,
-    loss: Loss,
-    theta: Params,
-    x: Tensor,
-    y: Tensor,
-    inner: InnerLoop,
-    start: dict,
-    pick,
-    tasks: int | None,
-) -> tuple[Params, dict]:
-    """``phi - theta`` after the inner loop, per task when ``tasks`` is given, and the inner
-    optimiser's final state (started from ``start``).
-
-    The inner loop runs on the displacement itself (``phi = theta + delta``, ``delta`` from 0),
-    so the small Reptile direction is accumulated directly instead of recovered as the
-    difference of two nearly equal tensors, which would lose float32 precision.
-    """
-    shape = () if tasks is None else (tasks,)
-    delta0 = {k: v.new_zeros(*shape, *v.shape) for k, v in theta.items()}
-    per_task = tasks is not None
-
-    task_loss = runner.support_loss(loss, per_task)
-
-    def support_loss(delta: Params, data: tuple[Tensor, Tensor]) -> Tensor:
-        return task_loss({k: theta[k] + delta[k] for k in theta}, data)
-
-    idx = (
-        (lambda s: (x[:, pick(s)], y[:, pick(s)]))
-        if per_task
-        else (lambda s: (x[pick(s)], y[pick(s)]))
-    )
-    delta, end = adapt_with_state(
-        support_loss,
-        delta0,
-        (x, y),
-        inner_lr=inner.inner_lr,
-        inner_steps=inner.inner_steps,
-        first_order=True,
-        optimizer=inner.optimizer,
-        batches=None if pick is None else idx,
-        state=start,
-    )
-    return {k: v.detach() for k, v in delta.items()}, end
-
-
-def _query(forward, theta: Params, delta: Params, x: Tensor) -> Tensor:
-    """Adapted predictions on the query inputs, for monitoring (no graph)."""
-    with torch.no_grad():
-        return forward({k: theta[k] + delta[k] for k in theta}, x)

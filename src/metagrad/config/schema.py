@@ -195,7 +195,7 @@ class MAMLConfig(AlgorithmConfig):
     first_order: bool = False  # drop second-order terms (= FOMAML)
     path: InnerPath = "auto"  # "loop" over tasks, "vectorized" (vmap over tasks), or pick
     chunk_size: int | None = None  # tasks per vectorized chunk (None = whole meta-batch)
-    checkpoint_inner: bool = False  # recompute inner steps in backward: sqrt(steps) memory
+    recompute_inner: bool = False  # recompute inner steps in backward: sqrt(steps) memory
 
     def problems(self) -> Iterator[Problem]:
         yield from positive(self, "inner_lr")

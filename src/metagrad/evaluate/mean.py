@@ -14,7 +14,7 @@ from torch import Tensor
 
 from metagrad.algorithms.maml import Loss
 from metagrad.evaluate.protocol import EvalResult
-from metagrad.tasks.batch import TaskBatch
+from metagrad.types import TaskBatch
 
 
 class MeanPredictor:

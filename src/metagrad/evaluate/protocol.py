@@ -7,19 +7,19 @@ tasks with a 95% interval ``1.96 * std / sqrt(n)``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from itertools import chain
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from metagrad.algorithms.maml import InnerLoop, Loss
+from metagrad.algorithms.paths import TaskRunner, autocast_dtype, has_running_stats
 from metagrad.algorithms.reptile import minibatch_schedule
-from metagrad.algorithms.runner import TaskRunner, autocast_dtype, has_running_stats, task_losses
-from metagrad.functional.inner import adapt_steps
-from metagrad.functional.params import Params, detached, expand_tasks
-from metagrad.tasks.batch import TaskBatch
+from metagrad.functional.inner import InnerLoop
+from metagrad.functional.params import detached, expand_tasks
+from metagrad.types import Loss, Params, TaskBatch, TaskBatchedModule
 
 
 @dataclass(frozen=True)
@@ -141,35 +141,28 @@ def evaluate(
     last = inner.inner_steps
     scored = tuple(s for s in range(last + 1) if s % score_every == 0 or s == last)
     theta = detached(params)
+    inner = replace(inner, first_order=True)
     generator = torch.Generator().manual_seed(seed)
     losses, accs = [], []
     for batch in batches:
         batch = autocast_dtype(batch, theta)
         pick = minibatch_schedule(batch.support_x.shape[1], inner_batch_size, generator)
-        vectorized = runner.vectorized
-        if vectorized:
-            streams = [_stream(runner, loss, theta, batch, inner, pick, per_task=True)]
-        else:
-            streams = [_stream(runner, loss, theta, t, inner, pick, per_task=False) for t in batch]
+        x, y = batch.support_x, batch.support_y
+        adapted = runner.trajectory_all(loss, theta, x, y, inner, pick)
         step_losses, step_accs = [], []
         # The parameters after 0, 1, ..., k steps (a step not scored is still taken).
-        for step, step_params in enumerate(zip(*streams)):
+        for step, step_params in enumerate(chain([expand_tasks(theta, len(batch))], adapted)):
             if step not in scored:
                 continue
-            if vectorized and transductive:
-                with torch.no_grad():
-                    out = runner.batched(step_params[0], batch.query_x)  # [tasks, n_query, ..]
-            elif vectorized:  # adapted together; each task's queries grouped with its support
-                per_task = [{k: v[i] for k, v in step_params[0].items()} for i in range(len(batch))]
-                out = torch.stack(
-                    [_predict(runner, p, t, transductive) for p, t in zip(per_task, batch)]
-                )
-            else:
-                out = torch.stack(
-                    [_predict(runner, p, t, transductive) for p, t in zip(step_params, batch)]
-                )
+            step_params = detached(step_params)  # [tasks, ...]
             with torch.no_grad():
-                step_losses.append(task_losses(loss, out, batch.query_y).cpu().numpy())
+                if transductive:
+                    out = runner.predict_all(step_params, batch.query_x)  # [tasks, n_query, ..]
+                else:  # each task's queries grouped with its support set
+                    out = torch.stack(
+                        [_predict(runner, _task(step_params, i), t) for i, t in enumerate(batch)]
+                    )
+                step_losses.append(runner.task_losses(loss, out, batch.query_y).cpu().numpy())
                 if classification:
                     hits = (out.argmax(-1) == batch.query_y).float().mean(-1)
                     step_accs.append(hits.cpu().numpy())
@@ -180,47 +173,22 @@ def evaluate(
     return EvalResult(loss_arr, acc_arr, scored)
 
 
-def _stream(runner, loss, theta, data, inner: InnerLoop, pick, per_task: bool) -> Iterator:
-    """``theta`` then the (detached) parameters after each inner step, for one task (or all
-    tasks at once when ``per_task``)."""
-    if per_task:
-        params = expand_tasks(theta, data.num_tasks)
-
-        def steps(s):
-            return data.support_x[:, pick(s)], data.support_y[:, pick(s)]
-    else:
-        params = dict(theta)
-
-        def steps(s):
-            return data.support_x[pick(s)], data.support_y[pick(s)]
-
-    support_loss = runner.support_loss(loss, per_task)
-    yield params
-    for p in adapt_steps(
-        support_loss,
-        params,
-        (data.support_x, data.support_y),
-        inner_lr=inner.inner_lr,
-        inner_steps=inner.inner_steps,
-        first_order=True,
-        optimizer=inner.optimizer,
-        batches=None if pick is None else steps,
-        state=inner.state,
-    ):
-        yield detached(p)
+def _task(params: Params, i: int) -> Params:
+    return {k: v[i] for k, v in params.items()}
 
 
-def _predict(runner: TaskRunner, params: Params, task, transductive: bool) -> Tensor:
-    with torch.no_grad():
-        running = has_running_stats(runner.model)
-        if transductive or (running and not runner.model.training):
-            # (Running statistics in eval mode never mix examples: nothing to separate.)
-            return runner.forward(params, task.query_x)
-        # Each query example joins the support set alone: [n_query, n_support + 1, ...].
-        sx = task.support_x
-        groups = torch.cat(
-            [sx.expand(task.query_x.shape[0], *sx.shape), task.query_x.unsqueeze(1)], dim=1
-        )
-        if getattr(runner.model, "task_batched", False) and not running:  # leading dims: groups
-            return runner.forward(params, groups)[:, -1]
-        return torch.stack([runner.forward(params, g)[-1] for g in groups])
+def _predict(runner: TaskRunner, params: Params, task) -> Tensor:
+    """One task's query predictions, non-transductively: each query example is normalised in a
+    batch of the support set and that example alone."""
+    model = runner.model
+    running = has_running_stats(model)
+    if running and not model.training:  # running statistics in eval mode never mix examples
+        return runner.forward(params, task.query_x)
+    # Each query example joins the support set alone: [n_query, n_support + 1, ...].
+    sx = task.support_x
+    groups = torch.cat(
+        [sx.expand(task.query_x.shape[0], *sx.shape), task.query_x.unsqueeze(1)], dim=1
+    )
+    if isinstance(model, TaskBatchedModule) and not running:  # any leading dims: all groups
+        return runner.forward(params, groups)[:, -1]
+    return torch.stack([runner.forward(params, g)[-1] for g in groups])

@@ -1,19 +1,25 @@
-"""The pure functional core: parameter dicts, inner-loop adaptation, task-batched kernels."""
+"""The pure functional core: parameter dicts, the inner loop and its update rules."""
 
-from metagrad.functional.inner import LossFn, adapt, gradients
-from metagrad.functional.optim import SGD, Adam, lr_schedule, make_optimizer
-from metagrad.functional.params import ModuleState, Params, expand_tasks, split_state
+from metagrad.functional.inner import InnerLoop, adapt, gradients, inner_step, run_inner, trajectory
+from metagrad.functional.optim import SGD, Adam, lr_schedule, make_inner_optimizer
+from metagrad.functional.params import ModuleState, detached, expand_tasks, split_state
+from metagrad.types import Objective, Params
 
 __all__ = [
     "SGD",
     "Adam",
-    "LossFn",
+    "InnerLoop",
     "ModuleState",
+    "Objective",
     "Params",
     "adapt",
+    "detached",
     "expand_tasks",
     "gradients",
+    "inner_step",
     "lr_schedule",
-    "make_optimizer",
+    "make_inner_optimizer",
+    "run_inner",
     "split_state",
+    "trajectory",
 ]

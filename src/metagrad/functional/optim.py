@@ -48,7 +48,7 @@ class SGD:
     def step(self, params: Params, grads: Params, state: dict, lr: LearningRate):
         return {k: p - lr * grads[k] if k in grads else p for k, p in params.items()}, state
 
-    def chain(self, start: dict, ends: dict, steps: int, tasks: int) -> dict:
+    def sequential(self, start: dict, ends: dict, steps: int, tasks: int) -> dict:
         return {}
 
 
@@ -83,7 +83,7 @@ class Adam:
             new[k] = params[k] - (lr / c1) * m[k] / (_sqrt(v[k] / c2) + self.eps)
         return new, {"m": m, "v": v, "t": {"steps": t}}
 
-    def chain(self, start: dict, ends: dict, steps: int, tasks: int) -> dict:
+    def sequential(self, start: dict, ends: dict, steps: int, tasks: int) -> dict:
         """The state after ``tasks`` tasks that each took ``steps`` steps from ``start`` had
         run one after the other, in order, each with the gradients it saw.
 
@@ -124,7 +124,7 @@ def _sqrt(x: Tensor) -> Tensor:
     return torch.where(positive, x, 1.0).sqrt() * positive
 
 
-def make_optimizer(name: str, betas: tuple[float, float] = (0.9, 0.999)) -> SGD | Adam:
+def make_inner_optimizer(name: str, betas: tuple[float, float] = (0.9, 0.999)) -> SGD | Adam:
     """The inner optimiser called ``name`` ("sgd" or "adam")."""
     if name == "sgd":
         return SGD()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-Params = dict[str, Tensor]
+from metagrad.types import Params
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from metagrad.models.layers import Conv2d, Flatten, Linear, MaxPool2d, norm_layer
+from metagrad.types import ExecutionPath
 
 
 class ConvBlock(nn.Module):
@@ -45,9 +46,7 @@ class Conv4(nn.Module):
         head: ``"mean"`` (average over space) or ``"flatten"``; default by ``pool`` as above.
     """
 
-    task_batched = True
-
-    def preferred_path(self, examples: int | None = None) -> str:
+    def preferred_path(self, examples: int | None = None) -> ExecutionPath:
         """The path ``"auto"`` runs, from the measurements of BENCHMARKS.md (one core):
 
         - strided Conv4, small tasks: all tasks at once (5-way 1-shot with 1 query, 10 images

@@ -3,7 +3,7 @@
 They hold their parameters under the usual names (``weight``, ``bias``), so state dicts match
 ``torch.nn``'s. Run per task with ``functional_call`` they behave exactly like their ``torch.nn``
 counterparts; run with per-task parameters (a leading task dimension on every parameter and on
-the input) they compute all tasks at once through :mod:`metagrad.functional.kernels`.
+the input) they compute all tasks at once through :mod:`metagrad.models.kernels`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from metagrad.functional import kernels
+from metagrad.models import kernels
 
 
 class Linear(nn.Linear):

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from metagrad.models.layers import Flatten, Linear, norm_layer
+from metagrad.types import ExecutionPath
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
@@ -27,9 +28,6 @@ class MLP(nn.Module):
         norm: BatchNorm policy, see :func:`metagrad.models.layers.norm_layer`.
         input_dims: how many trailing input dimensions to flatten (1 for vectors, 3 for images).
     """
-
-    task_batched = True
-    preferred_path = "vectorized"  # small matrix products: batching tasks wins (BENCHMARKS.md)
 
     def __init__(
         self,
@@ -55,3 +53,8 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+    def preferred_path(self, examples: int | None = None) -> ExecutionPath:
+        """Always ``"vectorized"``: its small matrix products gain most from batching tasks
+        (the sinusoid MLP, BENCHMARKS.md)."""
+        return "vectorized"

@@ -42,8 +42,6 @@ class GaussianMLPPolicy(nn.Module):
         min_std: lower bound on the standard deviation.
     """
 
-    task_batched = True
-
     def __init__(
         self,
         obs_dim: int,
@@ -65,6 +63,10 @@ class GaussianMLPPolicy(nn.Module):
             if isinstance(m, Linear):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    def preferred_path(self, examples: int | None = None) -> str:
+        """Batched over tasks natively (a :class:`metagrad.types.TaskBatchedModule`)."""
+        return "vectorized"
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """``(mean, log_std)``, both shaped ``[..., act_dim]`` like ``obs [..., obs_dim]``.

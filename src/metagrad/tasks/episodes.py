@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metagrad.tasks.batch import TaskBatch
+from metagrad.types import TaskBatch
 
 __all__ = [
     "EpisodeIndices",

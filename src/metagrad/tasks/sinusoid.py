@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from metagrad.tasks.batch import TaskBatch
+from metagrad.types import TaskBatch
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ from metagrad.config import (
 )
 from metagrad.evaluate.mean import MeanPredictor
 from metagrad.models import MLP, Conv4
-from metagrad.tasks.batch import TaskBatch
 from metagrad.tasks.sinusoid import SinusoidTasks, TaskStream, fixed_tasks
+from metagrad.types import TaskBatch
 
 VAL_SEED_OFFSET = 1_000_003  # validation tasks come from a stream distinct from the test one
 
@@ -161,7 +161,7 @@ def _learner(
             inner_lr=a.inner_lr,
             inner_steps=a.inner_steps,
             first_order=a.first_order,
-            checkpoint_inner=a.checkpoint_inner,
+            recompute_inner=a.recompute_inner,
             path=a.path,
             chunk_size=a.chunk_size,
         )

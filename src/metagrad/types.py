@@ -1,17 +1,49 @@
-"""A meta-batch of supervised tasks as tensors with a leading task dimension.
+"""The shared vocabulary of metagrad: the types every layer may import (this module imports
+only torch).
 
-Every sampler in metagrad (sinusoid, Omniglot, image folders) yields a :class:`TaskBatch`, and
-every algorithm consumes one. Keeping the task dimension explicit is what lets the vectorised
-path run all tasks of a meta-batch at once.
+- :class:`TaskBatch` / :class:`Task`: a meta-batch of supervised tasks as tensors with a leading
+  task dimension (every sampler yields one, every algorithm consumes one; keeping the task
+  dimension explicit is what lets the vectorised path run all tasks at once).
+- :data:`Params`: parameters as a plain ``dict[str, Tensor]``.
+- :data:`Loss`: a per-task loss of outputs and targets; :data:`Objective`: a scalar loss of
+  parameters on some data, what the inner loop differentiates.
+- :data:`ExecutionPath` and :class:`TaskBatchedModule`: how the tasks of a meta-batch run, and
+  what a model declares to run them all at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+
+Params = dict[str, Tensor]
+Loss = Callable[[Tensor, Tensor], Tensor]  # loss(output, target) -> scalar, for one task
+Objective = Callable[[Params, Any], Tensor]  # objective(params, data) -> scalar
+
+# How the tasks of a meta-batch run (metagrad.algorithms.paths): "loop" one task at a time,
+# "vectorized" all at once (a TaskBatchedModule natively, any other module through vmap),
+# "vmap" through torch.func.vmap, "auto" the model's preferred path.
+ExecutionPath = Literal["auto", "loop", "vectorized", "vmap"]
+PATHS: tuple[ExecutionPath, ...] = ("auto", "loop", "vectorized", "vmap")
+
+
+@runtime_checkable
+class TaskBatchedModule(Protocol):
+    """What a model declares to run all tasks of a meta-batch natively, without ``vmap``.
+
+    Its forward accepts per-task parameters (a leading task dimension on every parameter) with
+    inputs ``[tasks, N, ...]``, and, with ordinary parameters, inputs with any leading
+    dimensions. metagrad's built-in models (:mod:`metagrad.models`) are such modules.
+    """
+
+    def preferred_path(self, examples: int | None = None) -> ExecutionPath:
+        """The path ``"auto"`` runs for tasks of ``examples`` support + query examples each
+        (``None``: unknown), the fastest one measured for this model."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,237 @@
+"""Execution paths: how the tasks of a meta-batch run, chosen in this one place.
+
+The vocabulary (:data:`metagrad.types.ExecutionPath`), from config to kernel:
+
+- ``"loop"``: one task at a time with :func:`torch.func.functional_call`; the plain reference
+  every other path is held to, and the only one that allows buffers updated in place
+  (BatchNorm running statistics).
+- ``"vectorized"``: all tasks of a meta-batch at once. A
+  :class:`~metagrad.types.TaskBatchedModule` (the built-in models) runs natively with
+  per-task parameters through :mod:`metagrad.models.kernels`; any other module runs under
+  :func:`torch.func.vmap`, i.e. ``"vectorized"`` resolves to ``"vmap"`` for it.
+- ``"vmap"``: :func:`torch.func.vmap` even for built-in models.
+- ``"auto"``: the model's ``preferred_path(examples)`` (the fastest correct path measured for
+  it), else ``"loop"``.
+
+:class:`TaskRunner` binds a model to its resolved path and offers what the algorithms need,
+for every path alike: :meth:`~TaskRunner.adapt_all`, :meth:`~TaskRunner.trajectory_all`,
+:meth:`~TaskRunner.predict_all` and :meth:`~TaskRunner.task_losses`. Per-task parameters always
+carry a leading task dimension ``[tasks, ...]``; MAML, Reptile, the baselines and the
+evaluation never branch on the path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from metagrad.functional.inner import InnerLoop, run_inner, trajectory
+from metagrad.functional.params import expand_tasks, split_state
+from metagrad.types import PATHS, Loss, Objective, Params, TaskBatch, TaskBatchedModule
+
+Resolved = Literal["loop", "vectorized", "vmap"]
+Pick = Callable[[int], Tensor] | None  # step -> indices of the support examples it uses
+
+
+def has_running_stats(model: nn.Module) -> bool:
+    """Whether a BatchNorm layer of ``model`` updates running statistics in place."""
+    return any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        for m in model.modules()
+    )
+
+
+def resolve_path(model: nn.Module, path: str, examples: int | None = None) -> Resolved:
+    """The concrete path (``"loop"``, ``"vectorized"`` natively, or ``"vmap"``) for ``model``.
+
+    Args:
+        model: the model.
+        path: one of :data:`metagrad.types.PATHS`.
+        examples: support + query examples per task, which ``"auto"`` may use (None: unknown).
+
+    Raises:
+        ValueError: unknown path, or a batched path asked for a model whose BatchNorm keeps
+            running statistics (those buffers are updated in place, once per task, which a
+            batched run cannot reproduce).
+    """
+    if path not in PATHS:
+        raise ValueError(f"unknown execution path {path!r}: expected one of {PATHS}")
+    running = has_running_stats(model)
+    native = isinstance(model, TaskBatchedModule)
+    if path == "auto":
+        path = "loop" if running or not native else model.preferred_path(examples)
+    if path == "loop":
+        return "loop"
+    if running:
+        raise ValueError(
+            f"path={path!r} cannot run a model whose BatchNorm tracks running statistics: "
+            "they are buffers updated in place task by task. Use path='loop', or the "
+            "transductive policy (norm='transductive' for built-in models; "
+            "track_running_stats=False for torch.nn BatchNorm)."
+        )
+    return "vectorized" if path == "vectorized" and native else "vmap"
+
+
+@dataclass(frozen=True)
+class TaskRunner:
+    """A model bound to its frozen parameters, buffers and resolved execution path."""
+
+    model: nn.Module
+    frozen: Params
+    buffers: Params
+    path: Resolved
+
+    @classmethod
+    def create(
+        cls, model: nn.Module, path: str = "auto", batch: TaskBatch | None = None
+    ) -> TaskRunner:
+        """Bind ``model``; ``batch`` (optional) lets ``"auto"`` choose by the tasks' sizes."""
+        state = split_state(model)
+        examples = None if batch is None else batch.support_x.shape[1] + batch.query_x.shape[1]
+        return cls(model, state.frozen, state.buffers, resolve_path(model, path, examples))
+
+    def backprop_chunk(self, chunk_size: int | None) -> int | None:
+        """Tasks per backward pass: ``chunk_size`` when batched (None: the whole meta-batch);
+        the loop backpropagates task by task, so its memory never grows with the meta-batch."""
+        return 1 if self.path == "loop" else chunk_size
+
+    def forward(self, params: Params, x: Tensor) -> Tensor:
+        """One task: ``x [N, ...]`` with ordinary parameters."""
+        return functional_call(self.model, (params, self.frozen, self.buffers), (x,))
+
+    def predict_all(self, params: Params, x: Tensor) -> Tensor:
+        """Every task: ``x [tasks, N, ...]`` with per-task ``params [tasks, ...]``."""
+        if self.path == "loop":
+            return torch.stack([self.forward(_task(params, t), xt) for t, xt in enumerate(x)])
+        if self.path == "vectorized":
+            shared = expand_tasks({**self.frozen, **self.buffers}, x.shape[0])
+            return functional_call(self.model, (params, shared), (x,))
+        return vmap(self.forward, in_dims=(0, 0), randomness="different")(params, x)
+
+    def task_losses(self, loss: Loss, out: Tensor, y: Tensor) -> Tensor:
+        """Per-task losses ``[tasks]`` of outputs ``[tasks, N, ...]``."""
+        if self.path == "loop":  # a user's loss need not be vmap-able on the reference path
+            return torch.stack([loss(o, t) for o, t in zip(out, y)])
+        return task_losses(loss, out, y)
+
+    def adapt_all(
+        self,
+        loss: Loss,
+        params: Params,
+        x: Tensor,
+        y: Tensor,
+        inner: InnerLoop,
+        pick: Pick = None,
+        offset: Params | None = None,
+    ) -> tuple[Params, dict]:
+        """Adapt the shared ``params`` to every task's support set ``x [tasks, N, ...]``.
+
+        Args:
+            loss: per-task loss.
+            params: the shared starting parameters (no task dimension).
+            x, y: the support sets.
+            inner: the inner loop.
+            pick: the support examples each step uses (Reptile's mini-batches); None: all.
+            offset: if given, the model runs at ``offset + params`` (Reptile adapts the
+                displacement from ``theta``, which keeps its small direction exact).
+
+        Returns:
+            Per-task adapted parameters ``[tasks, ...]`` and the inner optimiser's final state
+            per task (moments ``[tasks, ...]``).
+        """
+        if self.path != "loop":
+            per_task = expand_tasks(params, x.shape[0])
+            objective = self._objective(loss, offset, batched=True)
+            return run_inner(objective, per_task, (x, y), inner, _steps(x, y, pick, slice(None)))
+        ends = []
+        for t in range(x.shape[0]):
+            data = (x[t], y[t])
+            objective = self._objective(loss, offset, batched=False)
+            ends.append(run_inner(objective, params, data, inner, _steps(x[t], y[t], pick, ...)))
+        return _stack([p for p, _ in ends]), _stack_state([s for _, s in ends])
+
+    def trajectory_all(
+        self, loss: Loss, params: Params, x: Tensor, y: Tensor, inner: InnerLoop, pick: Pick = None
+    ) -> Iterator[Params]:
+        """:meth:`adapt_all`'s per-task parameters ``[tasks, ...]`` after each inner step."""
+        if self.path != "loop":
+            objective = self._objective(loss, None, batched=True)
+            steps = _steps(x, y, pick, slice(None))
+            per_task = expand_tasks(params, x.shape[0])
+            return (p for p, _ in trajectory(objective, per_task, (x, y), inner, steps))
+        objective = self._objective(loss, None, batched=False)
+        streams = [
+            trajectory(objective, params, (x[t], y[t]), inner, _steps(x[t], y[t], pick, ...))
+            for t in range(x.shape[0])
+        ]
+        return (_stack([p for p, _ in step]) for step in zip(*streams))
+
+    def task_objective(self, loss: Loss) -> Objective:
+        """``objective(params, (x, y))``: one task's loss with ordinary parameters."""
+        return self._objective(loss, None, batched=False)
+
+    def _objective(self, loss: Loss, offset: Params | None, batched: bool) -> Objective:
+        """``objective(params, (x, y))``: one task's loss, or (batched) the *sum* of the tasks'
+        losses, so that each task's gradient is that of its own mean loss."""
+
+        def objective(params: Params, data: tuple[Tensor, Tensor]) -> Tensor:
+            if offset is not None:
+                params = {k: offset[k] + params[k] for k in offset}
+            if batched:
+                return task_losses(loss, self.predict_all(params, data[0]), data[1]).sum()
+            return loss(self.forward(params, data[0]), data[1])
+
+        return objective
+
+
+def _steps(x: Tensor, y: Tensor, pick: Pick, tasks) -> Callable[[int], tuple] | None:
+    """Each step's support data under ``pick`` (``tasks``: ``slice(None)`` keeps a task
+    dimension, ``...`` has none)."""
+    if pick is None:
+        return None
+    if tasks is ...:
+        return lambda step: (x[pick(step)], y[pick(step)])
+    return lambda step: (x[:, pick(step)], y[:, pick(step)])
+
+
+def _task(params: Params, t: int) -> Params:
+    return {k: v[t] for k, v in params.items()}
+
+
+def _stack(per_task: list[Params]) -> Params:
+    return {k: torch.stack([p[k] for p in per_task]) for k in per_task[0]}
+
+
+def _stack_state(per_task: list[dict]) -> dict:
+    return {g: _stack([s[g] for s in per_task]) if per_task[0][g] else {} for g in per_task[0]}
+
+
+def task_losses(loss_fn: Loss, out: Tensor, y: Tensor) -> Tensor:
+    """Per-task losses ``[tasks]`` of batched outputs ``[tasks, N, ...]``."""
+    return vmap(loss_fn)(out, y)
+
+
+def check_batch(batch: TaskBatch) -> TaskBatch:
+    """Accept a :class:`TaskBatch` (or anything with its four fields) and validate it."""
+    if isinstance(batch, TaskBatch):
+        return batch
+    try:
+        return TaskBatch(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+    except AttributeError as e:
+        raise TypeError(
+            f"expected a metagrad TaskBatch (support_x, support_y, query_x, query_y), got "
+            f"{type(batch).__name__}"
+        ) from e
+
+
+def autocast_dtype(batch: TaskBatch, params: Params) -> TaskBatch:
+    """Cast floating inputs to the parameters' dtype (float64 models take float32 data)."""
+    dtype = next(iter(params.values())).dtype if params else torch.get_default_dtype()
+    if batch.support_x.dtype == dtype:
+        return batch
+    return batch.to(dtype)
