@@ -115,3 +115,23 @@ def test_score_every_keeps_the_scored_steps_rows_and_always_the_last(transductiv
         sparse.accuracy(3)
     with pytest.raises(ValueError, match="score_every must be >= 1"):
         evaluate(*args, score_every=0)
+
+
+@pytest.mark.parametrize("path", ["loop", "vectorized"])
+def test_a_diverging_task_scores_inf_and_leaves_the_others_alone(path):
+    # A task whose adaptation blows up (here: targets of 1e20 with a large step) used to raise
+    # FloatingPointError from the inner loop and end the whole validation, and the training.
+    model, batch = MLP(2, 1, (8,)).double(), regression_batch(tasks=3)
+    support_y = batch.support_y.clone()
+    support_y[1] = 1e20
+    bad = type(batch)(batch.support_x, support_y, batch.query_x, batch.query_y)
+    params = split_state(model).params
+    runner = TaskRunner.create(model, path)
+    inner = InnerLoop(0.5, 6)
+    result = evaluate(runner, F.mse_loss, params, [bad], inner, classification=False)
+    clean = evaluate(runner, F.mse_loss, params, [batch], inner, classification=False)
+    assert result.diverged() == 1 and np.isinf(result.losses[-1, 1])
+    assert result.loss().mean == np.inf and result.loss().ci95 == np.inf
+    np.testing.assert_allclose(result.losses[:, [0, 2]], clean.losses[:, [0, 2]], rtol=1e-10)
+    assert result.to_dict()["steps"][-1]["diverged_tasks"] == 1
+    assert "diverged" in result.table() and "diverged_tasks" not in clean.to_dict()["steps"][-1]

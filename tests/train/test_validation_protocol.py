@@ -133,3 +133,9 @@ def test_sinusoid_run_selects_by_the_mean_over_the_test_steps(tmp_path):
     best = max(-v["loss_adapted_mean"] for v in vals)
     assert result.best_metric == pytest.approx(best)
     assert all(v["loss_adapted_mean"] != v["loss"] for v in vals)
+
+
+def test_a_diverged_validation_is_never_the_best():
+    assert selection_score({0: -1.0, 1: -float("inf")}, "last") == -float("inf")
+    assert selection_score({0: -1.0, 1: float("nan"), 2: -0.5}, "mean") == -float("inf")
+    assert -float("inf") < selection_score({0: -9.0, 1: -8.0}, "mean")

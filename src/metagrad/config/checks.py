@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from metagrad.config.schema import SECTIONS, ExperimentConfig, Problem
@@ -75,9 +76,8 @@ def selection_score(scores: dict[int, float], rule: str) -> float:
     """
     last = max(scores)
     adapted = [v for step, v in scores.items() if step > 0]
-    if rule == "last" or not adapted:
-        return scores[last]
-    return sum(adapted) / len(adapted)
+    score = scores[last] if rule == "last" or not adapted else sum(adapted) / len(adapted)
+    return score if not math.isnan(score) else -math.inf  # NaN: diverged, never the best
 
 
 def _top_level(cfg: ExperimentConfig) -> list[Problem]:

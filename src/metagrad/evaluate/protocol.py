@@ -36,7 +36,10 @@ class Summary:
 def summarize(values: np.ndarray) -> Summary:
     """Mean and ``1.96 * std / sqrt(n)`` (sample standard deviation) of ``values``."""
     n = len(values)
-    std = float(np.std(values, ddof=1)) if n > 1 else 0.0
+    if not np.isfinite(values).all():  # a diverged task: the mean is unbounded, and so is the CI
+        return Summary(float(np.mean(values)), float("inf"))
+    with np.errstate(over="ignore"):  # finite but huge (an adaptation diverging): CI inf
+        std = float(np.std(values, ddof=1)) if n > 1 else 0.0
     return Summary(float(np.mean(values)), 1.96 * std / np.sqrt(n))
 
 
@@ -80,11 +83,18 @@ class EvalResult:
             raise ValueError("no accuracy: this evaluation was not a classification task")
         return summarize(self.accuracies[self._row(step)])
 
+    def diverged(self, step: int = -1) -> int:
+        """How many tasks' adaptation diverged (a NaN or infinite query loss) by ``step``."""
+        return int((~np.isfinite(self.losses[self._row(step)])).sum())
+
     def to_dict(self) -> dict:
-        """JSON-able: per scored step, mean and interval of each metric."""
+        """JSON-able: per scored step, mean and interval of each metric (and the number of
+        diverged tasks, if any)."""
         out = {"tasks": self.tasks, "steps": []}
         for s in self.steps:
             row = {"step": s, "loss": vars(self.loss(s))}
+            if self.diverged(s):
+                row["diverged_tasks"] = self.diverged(s)
             if self.accuracies is not None:
                 row["accuracy"] = vars(self.accuracy(s))
             out["steps"].append(row)
@@ -98,7 +108,10 @@ class EvalResult:
         for s in self.steps:
             acc = f" {_pct(self.accuracy(s))} |" if self.accuracies is not None else ""
             rows.append(f"| {s} | {self.loss(s)} |{acc}")
-        return "\n".join(rows) + f"\n\n({self.tasks} tasks, mean ± 95% interval)"
+        note = f"{self.tasks} tasks, mean ± 95% interval"
+        if self.diverged():
+            note += f"; the adaptation of {self.diverged()} diverged (query loss inf)"
+        return "\n".join(rows) + f"\n\n({note})"
 
 
 def _pct(s: Summary) -> str:
@@ -141,7 +154,7 @@ def evaluate(
     last = inner.inner_steps
     scored = tuple(s for s in range(last + 1) if s % score_every == 0 or s == last)
     theta = detached(params)
-    inner = replace(inner, first_order=True)
+    inner = replace(inner, first_order=True, check_finite=False)  # a diverged task scores inf
     generator = torch.Generator().manual_seed(seed)
     losses, accs = [], []
     for batch in batches:
@@ -162,7 +175,8 @@ def evaluate(
                     out = torch.stack(
                         [_predict(runner, _task(step_params, i), t) for i, t in enumerate(batch)]
                     )
-                step_losses.append(runner.task_losses(loss, out, batch.query_y).cpu().numpy())
+                step_loss = runner.task_losses(loss, out, batch.query_y).cpu().numpy()
+                step_losses.append(np.nan_to_num(step_loss, nan=np.inf))  # diverged: inf
                 if classification:
                     hits = (out.argmax(-1) == batch.query_y).float().mean(-1)
                     step_accs.append(hits.cpu().numpy())

@@ -42,6 +42,9 @@ class InnerLoop:
         recompute: keep only the inputs of ``sqrt(inner_steps)``-step segments and recompute
             the steps in the backward pass (:mod:`metagrad.functional.recompute`).
         state: the optimiser state every task starts from (None: a fresh one).
+        check_finite: raise ``FloatingPointError`` when the loss becomes NaN or infinite (in
+            training, where it means a bad learning rate). Meta-testing turns it off: a task
+            whose adaptation diverges is scored as such, not a crash of the whole evaluation.
     """
 
     inner_lr: LearningRate | Sequence[LearningRate]
@@ -50,22 +53,29 @@ class InnerLoop:
     optimizer: SGD | Adam = field(default_factory=SGD)
     recompute: bool = False
     state: dict | None = None
+    check_finite: bool = True
 
 
 def gradients(
-    loss: Tensor, params: Params, *, create_graph: bool, what: str = "inner loss"
+    loss: Tensor,
+    params: Params,
+    *,
+    create_graph: bool,
+    what: str = "inner loss",
+    check_finite: bool = True,
 ) -> Params:
     """Gradients of a scalar ``loss`` w.r.t. ``params``; unused parameters get no entry.
 
     Raises:
-        FloatingPointError: the loss is NaN or infinite (names the usual causes).
+        FloatingPointError: the loss is NaN or infinite and ``check_finite`` (names the usual
+            causes).
     """
     if loss.dim() != 0:
         raise ValueError(
             f"the {what} must be a scalar, got shape {tuple(loss.shape)}; reduce it (e.g. "
             ".mean()) in the loss function"
         )
-    if not torch.isfinite(loss.detach()):
+    if check_finite and not torch.isfinite(loss.detach()):
         raise FloatingPointError(
             f"the {what} is {loss.item()}: the learning rate may be too high, or the inputs "
             "contain NaN/inf. Lower inner_lr / outer_lr or check the data."
@@ -86,13 +96,15 @@ def inner_step(
     lr: LearningRate,
     optimizer: SGD | Adam,
     create_graph: bool,
+    check_finite: bool = True,
 ) -> tuple[Params, dict]:
     """One step of the inner loop: ``theta' = theta - lr * grad objective(theta, data)`` for SGD
     (MAML paper, Algorithm 1, line 6), the optimiser's rule otherwise.
 
     ``create_graph`` keeps the gradient in the autograd graph (second-order MAML).
     """
-    grads = gradients(objective(params, data), params, create_graph=create_graph)
+    loss = objective(params, data)
+    grads = gradients(loss, params, create_graph=create_graph, check_finite=check_finite)
     return optimizer.step(params, grads, state, lr)
 
 
@@ -139,7 +151,14 @@ def trajectory(
             step_data = data if batches is None else batches(step)
             create_graph = not inner.first_order
             params, state = inner_step(
-                objective, params, state, step_data, lr, inner.optimizer, create_graph
+                objective,
+                params,
+                state,
+                step_data,
+                lr,
+                inner.optimizer,
+                create_graph,
+                inner.check_finite,
             )
             yield params, state
 
