@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from metagrad.config import (
-    ALGORITHMS,
+    ALGORITHM_CONFIGS,
     SECTIONS,
     ConfigError,
     Conv4Config,
@@ -471,7 +471,7 @@ def test_variant_switch_applies_before_other_overrides(tmp_path):
     cfg = load_text(tmp_path, SINE, ["algorithm.name=reptile", "algorithm.inner_optimizer=adam"])
     assert cfg.algorithm == ReptileConfig(inner_lr=0.01, inner_optimizer="adam")
     supervised = {"maml", "fomaml", "reptile", "pretrained", "mean"}
-    assert set(ALGORITHMS) == supervised | {"maml_trpo", "pretrained_rl"}
+    assert set(ALGORITHM_CONFIGS) == supervised | {"maml_trpo", "pretrained_rl"}
 
 
 def test_later_override_wins_and_input_is_not_modified():

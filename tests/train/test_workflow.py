@@ -212,7 +212,7 @@ def test_eval_inner_batch_size_overrides_the_training_one():
 
 
 def test_conv4_head_is_a_config_choice():
-    from metagrad.train.build import _model
+    from metagrad.train.build import model_for as _model
 
     omniglot = ROOT / "configs" / "omniglot"
     assert load_config(omniglot / "reptile_5w1s.toml").model.head == "flatten"

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from metagrad.config import ALGORITHMS, MODELS, TASKS, ConfigError, load_config
+from metagrad.config import (
+    ALGORITHM_CONFIGS,
+    MODEL_CONFIGS,
+    TASK_CONFIGS,
+    ConfigError,
+    load_config,
+)
 from metagrad.data.download import DownloadError
 from metagrad.train.checkpoint import CheckpointError
 
@@ -76,9 +82,9 @@ def test(args: argparse.Namespace) -> int:
 def list_things(args: argparse.Namespace) -> int:
     configs = sorted(CONFIG_DIR.glob("**/*.toml")) if CONFIG_DIR.is_dir() else []
     print("configs:" + ("".join(f"\n  {c}" for c in configs) or " (none under ./configs)"))
-    print("algorithms: " + ", ".join(sorted(ALGORITHMS)))
-    print("models: " + ", ".join(sorted(MODELS)))
-    print("task families: " + ", ".join(sorted(TASKS)))
+    print("algorithms: " + ", ".join(sorted(ALGORITHM_CONFIGS)))
+    print("models: " + ", ".join(sorted(MODEL_CONFIGS)))
+    print("task families: " + ", ".join(sorted(TASK_CONFIGS)))
     return 0
 
 

@@ -27,10 +27,10 @@ from metagrad.config.rl_schema import (
     RLTaskConfig,
 )
 from metagrad.config.schema import (
-    ALGORITHMS,
-    MODELS,
+    ALGORITHM_CONFIGS,
+    MODEL_CONFIGS,
     SECTIONS,
-    TASKS,
+    TASK_CONFIGS,
     AlgorithmConfig,
     Conv4Config,
     EvalConfig,
@@ -51,10 +51,10 @@ from metagrad.config.schema import (
 from metagrad.config.toml_writer import config_to_dict, config_to_toml, toml_value
 
 __all__ = [
-    "ALGORITHMS",
-    "MODELS",
+    "ALGORITHM_CONFIGS",
+    "MODEL_CONFIGS",
     "SECTIONS",
-    "TASKS",
+    "TASK_CONFIGS",
     "AlgorithmConfig",
     "ConfigError",
     "Conv4Config",

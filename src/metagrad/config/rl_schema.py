@@ -10,8 +10,8 @@ uses ``task.test_tasks`` fixed tasks (seeded by ``eval.seed``) and ``[eval] inne
 ``inner_lr`` for the adaptation steps (0, 1, ..., inner_steps are reported).
 
 Importing :mod:`metagrad.config` imports this module, which adds the classes below to
-:data:`~metagrad.config.schema.TASKS`, :data:`~metagrad.config.schema.MODELS` and
-:data:`~metagrad.config.schema.ALGORITHMS`; :func:`rl_problems` adds the checks across
+:data:`~metagrad.config.schema.TASK_CONFIGS`, :data:`~metagrad.config.schema.MODEL_CONFIGS` and
+:data:`~metagrad.config.schema.ALGORITHM_CONFIGS`; :func:`rl_problems` adds the checks across
 sections that only concern RL runs. Nothing here imports torch, gymnasium or MuJoCo.
 """
 
@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from typing import ClassVar
 
 from metagrad.config.schema import (
-    ALGORITHMS,
-    MODELS,
-    TASKS,
+    ALGORITHM_CONFIGS,
+    MODEL_CONFIGS,
+    TASK_CONFIGS,
     AlgorithmConfig,
     EvalConfig,
     ExperimentConfig,
@@ -194,9 +194,11 @@ RL_TASKS: tuple[type[RLTaskConfig], ...] = (
     AntVelTaskConfig,
     AntDirTaskConfig,
 )
-TASKS.update({cls.family: cls for cls in RL_TASKS})
-MODELS.update({GaussianMLPConfig.name: GaussianMLPConfig})
-ALGORITHMS.update({cls.name: cls for cls in (MAMLTRPOAlgorithmConfig, PretrainedRLConfig)})
+for _task in RL_TASKS:
+    TASK_CONFIGS.add(_task.family, _task)
+MODEL_CONFIGS.add(GaussianMLPConfig.name, GaussianMLPConfig)
+for _algorithm in (MAMLTRPOAlgorithmConfig, PretrainedRLConfig):
+    ALGORITHM_CONFIGS.add(_algorithm.name, _algorithm)
 
 # Settings of supervised runs that RL runs do not read: changing them would do nothing.
 _UNUSED = {

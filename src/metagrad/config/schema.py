@@ -12,8 +12,9 @@ by leaving the key out (and on the command line with ``--set key=none``).
 To add a variant (say task family ``"miniimagenet"`` or model ``"resnet12"``): write a dataclass
 subclassing :class:`TaskConfig` / :class:`ModelConfig` / :class:`AlgorithmConfig`, set its tag
 class variable, optionally override ``problems()`` for semantic checks, and add it to
-:data:`TASKS` / :data:`MODELS` / :data:`ALGORITHMS`. The loader, the TOML writer, ``--set``
-overrides and the error messages pick it up from there. The meta-RL variants live in
+:data:`TASK_CONFIGS` / :data:`MODEL_CONFIGS` / :data:`ALGORITHM_CONFIGS` (and its builder to
+:mod:`metagrad.train.build`'s registries). The loader, the TOML writer, ``--set`` overrides and
+the error messages pick it up from there. The meta-RL variants live in
 :mod:`metagrad.config.rl_schema`, which adds them to the registries when imported (as
 ``import metagrad.config`` does).
 """
@@ -24,6 +25,8 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
+
+from metagrad.registry import Registry
 
 Problem = tuple[str, str]  # (field name, what is wrong with it)
 
@@ -321,13 +324,15 @@ class EvalConfig(Section):
 
 
 # ----------------------------------------------------------------------------- registries
-TASKS: dict[str, type[TaskConfig]] = {
-    cls.family: cls for cls in (SinusoidTaskConfig, OmniglotTaskConfig)
-}
-MODELS: dict[str, type[ModelConfig]] = {cls.name: cls for cls in (MLPConfig, Conv4Config)}
-ALGORITHMS: dict[str, type[AlgorithmConfig]] = {
-    cls.name: cls for cls in (MAMLConfig, FOMAMLConfig, ReptileConfig, PretrainedConfig, MeanConfig)
-}
+TASK_CONFIGS: Registry[type[TaskConfig]] = Registry("task family")
+MODEL_CONFIGS: Registry[type[ModelConfig]] = Registry("model")
+ALGORITHM_CONFIGS: Registry[type[AlgorithmConfig]] = Registry("algorithm")
+for _cls in (SinusoidTaskConfig, OmniglotTaskConfig):
+    TASK_CONFIGS.add(_cls.family, _cls)
+for _cls in (MLPConfig, Conv4Config):
+    MODEL_CONFIGS.add(_cls.name, _cls)
+for _cls in (MAMLConfig, FOMAMLConfig, ReptileConfig, PretrainedConfig, MeanConfig):
+    ALGORITHM_CONFIGS.add(_cls.name, _cls)
 
 
 @dataclass(frozen=True)
@@ -339,9 +344,9 @@ class Variants:
 
 
 SECTIONS: dict[str, Variants | type[Section]] = {
-    "task": Variants("family", TASKS),
-    "model": Variants("name", MODELS),
-    "algorithm": Variants("name", ALGORITHMS),
+    "task": Variants("family", TASK_CONFIGS),
+    "model": Variants("name", MODEL_CONFIGS),
+    "algorithm": Variants("name", ALGORITHM_CONFIGS),
     "train": TrainConfig,
     "eval": EvalConfig,
 }

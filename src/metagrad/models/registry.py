@@ -1,4 +1,5 @@
-"""Built-in models by name, for configs and parametrised tests."""
+"""Built-in models by name, for configs (:mod:`metagrad.train.build`), ``metagrad list`` and
+parametrised tests. A new model is an entry here."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from torch import nn
 
 from metagrad.models.conv4 import Conv4
 from metagrad.models.mlp import MLP
+from metagrad.registry import Registry
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": MLP, "conv4": Conv4}
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+MODELS.add("mlp", MLP)
+MODELS.add("conv4", Conv4)
 
 
 def build_model(name: str, **kwargs) -> nn.Module:
-    """Instantiate the built-in model ``name`` with ``kwargs``."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}: expected one of {sorted(MODELS)}")
+    """Instantiate the built-in model ``name`` with ``kwargs`` (an unknown name is a
+    :class:`~metagrad.registry.UnknownName` error that says which name was probably meant)."""
     return MODELS[name](**kwargs)

@@ -1,7 +1,10 @@
 """From a config to the objects of an experiment: tasks, model, loss, meta-learner.
 
 This is the one place that reads the config sections and calls the constructors of the
-library; the trainer and the evaluator only see the :class:`Experiment` it returns.
+library; the trainer and the evaluator only see the :class:`Experiment` it returns. Each task
+family, model and algorithm has a builder registered under its config tag
+(:data:`TASK_BUILDERS`, :data:`MODEL_BUILDERS`, :data:`LEARNER_BUILDERS`): a new one is an
+entry, never a branch.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from metagrad.algorithms import MAML, MetaLearner, Reptile
 from metagrad.algorithms.baselines import Pretrained
 from metagrad.config import (
     Conv4Config,
+    EvalSettings,
     ExperimentConfig,
     MAMLConfig,
-    MeanConfig,
     MLPConfig,
     OmniglotTaskConfig,
     PretrainedConfig,
@@ -29,9 +32,10 @@ from metagrad.config import (
     resolve_eval,
 )
 from metagrad.evaluate.mean import MeanPredictor
-from metagrad.models import MLP, Conv4
+from metagrad.models import MODELS
+from metagrad.registry import Registry
 from metagrad.tasks.sinusoid import SinusoidTasks, TaskStream, fixed_tasks
-from metagrad.types import TaskBatch
+from metagrad.types import Loss, TaskBatch
 
 VAL_SEED_OFFSET = 1_000_003  # validation tasks come from a stream distinct from the test one
 
@@ -67,36 +71,50 @@ class Experiment:
 def build_experiment(cfg: ExperimentConfig) -> Experiment:
     """Build the experiment of ``cfg`` (the model is freshly initialised from ``cfg.seed``)."""
     torch.manual_seed(cfg.seed)
-    train_tasks, fixed, shape = _tasks(cfg)
-    model = _model(cfg, shape).to(cfg.train.device)
+    train_tasks, fixed, shape = TASK_BUILDERS[cfg.task.family](cfg, resolve_eval(cfg))
+    model = model_for(cfg, shape).to(cfg.train.device)
     classification = cfg.task.kind == "classification"
     loss = F.cross_entropy if classification else F.mse_loss
     family = getattr(train_tasks, "family", None)  # the generative family, if there is one
-    learner = _learner(cfg, model, loss, family)
+    learner = LEARNER_BUILDERS[cfg.algorithm.name](cfg, model, loss, family)
     return Experiment(cfg, model, learner, classification, train_tasks, fixed)
 
 
-def _tasks(cfg: ExperimentConfig) -> tuple[TrainStream, FixedTasks, tuple[int, ...]]:
-    task, ev = cfg.task, resolve_eval(cfg)
-    if isinstance(task, SinusoidTaskConfig):
-        family = SinusoidTasks(task.amplitude, task.phase, task.x_range)
-        stream = TaskStream(family, task.shots, task.queries, cfg.seed)
-
-        def fixed(split: str, start: int, count: int) -> TaskBatch:
-            seed = cfg.eval.seed + (VAL_SEED_OFFSET if split == "val" else 0)
-            # Validation episodes are shaped as the test's, so that validation predicts the test
-            # (Reptile trains on 10 shots per class and is tested on 1 or 5).
-            return fixed_tasks(family, seed, start, count, ev.shots, ev.queries)[0]
-
-        return stream, fixed, (1,)
-    if isinstance(task, OmniglotTaskConfig):
-        return _omniglot(cfg, task, ev)
-    raise ValueError(f"no task builder for task family {task.family!r}")
+def model_for(cfg: ExperimentConfig, shape: tuple[int, ...]) -> nn.Module:
+    """The (freshly initialised) model of ``cfg`` for inputs of ``shape`` (one example)."""
+    outputs = getattr(cfg.task, "ways", 1)  # classes, or one regression output
+    return MODEL_BUILDERS[cfg.model.name](cfg.model, shape, outputs)
 
 
-def _omniglot(cfg: ExperimentConfig, task: OmniglotTaskConfig, ev):
+Tasks = tuple[TrainStream, FixedTasks, tuple[int, ...]]  # stream, fixed tasks, input shape
+TASK_BUILDERS: Registry[Callable[[ExperimentConfig, EvalSettings], Tasks]] = Registry("task family")
+MODEL_BUILDERS: Registry[Callable[..., nn.Module]] = Registry("model")
+LEARNER_BUILDERS: Registry[Callable[..., MetaLearner | MeanPredictor]] = Registry("algorithm")
+
+
+@TASK_BUILDERS.register("sinusoid")
+def _sinusoid(cfg: ExperimentConfig, ev: EvalSettings) -> Tasks:
+    task = cfg.task
+    assert isinstance(task, SinusoidTaskConfig)
+    family = SinusoidTasks(task.amplitude, task.phase, task.x_range)
+    stream = TaskStream(family, task.shots, task.queries, cfg.seed)
+
+    def fixed(split: str, start: int, count: int) -> TaskBatch:
+        seed = cfg.eval.seed + (VAL_SEED_OFFSET if split == "val" else 0)
+        # Validation episodes are shaped as the test's, so that validation predicts the test
+        # (Reptile trains on 10 shots per class and is tested on 1 or 5).
+        return fixed_tasks(family, seed, start, count, ev.shots, ev.queries)[0]
+
+    return stream, fixed, (1,)
+
+
+@TASK_BUILDERS.register("omniglot")
+def _omniglot(cfg: ExperimentConfig, ev: EvalSettings) -> Tasks:
     from metagrad.data import load_omniglot, omniglot_split
     from metagrad.tasks.episodes import EpisodeSampler
+
+    task = cfg.task
+    assert isinstance(task, OmniglotTaskConfig)
 
     data = load_omniglot(task.root, image_size=task.image_size, download=task.download)
     test_rot = (0, 90, 180, 270) if task.test_rotations else (0,)
@@ -139,54 +157,68 @@ def _omniglot(cfg: ExperimentConfig, task: OmniglotTaskConfig, ev):
     return stream, fixed, (1, task.image_size, task.image_size)
 
 
-def _model(cfg: ExperimentConfig, shape: tuple[int, ...]) -> nn.Module:
-    m = cfg.model
-    outputs = getattr(cfg.task, "ways", 1)
-    if isinstance(m, MLPConfig):
-        features = int(torch.tensor(shape).prod())
-        return MLP(features, outputs, m.hidden, m.activation, m.norm, input_dims=len(shape))
-    if isinstance(m, Conv4Config):
-        return Conv4(outputs, m.in_channels, m.filters, shape[-1], m.pool, m.norm, m.head)
-    raise ValueError(f"no model builder for model {m.name!r}")
+@MODEL_BUILDERS.register("mlp")
+def _mlp(m: MLPConfig, shape: tuple[int, ...], outputs: int) -> nn.Module:
+    features = int(torch.tensor(shape).prod())
+    return MODELS["mlp"](features, outputs, m.hidden, m.activation, m.norm, input_dims=len(shape))
 
 
-def _learner(
-    cfg: ExperimentConfig, model: nn.Module, loss, family=None
-) -> MetaLearner | MeanPredictor:
+@MODEL_BUILDERS.register("conv4")
+def _conv4(m: Conv4Config, shape: tuple[int, ...], outputs: int) -> nn.Module:
+    return MODELS["conv4"](outputs, m.in_channels, m.filters, shape[-1], m.pool, m.norm, m.head)
+
+
+def _maml(cfg: ExperimentConfig, model: nn.Module, loss: Loss, family=None) -> MetaLearner:
     a = cfg.algorithm
-    if isinstance(a, MAMLConfig):  # FOMAMLConfig is a subclass with first_order = True
-        return MAML(
-            model,
-            loss,
-            inner_lr=a.inner_lr,
-            inner_steps=a.inner_steps,
-            first_order=a.first_order,
-            recompute_inner=a.recompute_inner,
-            path=a.path,
-            chunk_size=a.chunk_size,
+    assert isinstance(a, MAMLConfig)  # FOMAMLConfig is a subclass with first_order = True
+    return MAML(
+        model,
+        loss,
+        inner_lr=a.inner_lr,
+        inner_steps=a.inner_steps,
+        first_order=a.first_order,
+        recompute_inner=a.recompute_inner,
+        path=a.path,
+        chunk_size=a.chunk_size,
+    )
+
+
+LEARNER_BUILDERS.add("maml", _maml)
+LEARNER_BUILDERS.add("fomaml", _maml)
+
+
+@LEARNER_BUILDERS.register("reptile")
+def _reptile(cfg: ExperimentConfig, model: nn.Module, loss: Loss, family=None) -> MetaLearner:
+    a = cfg.algorithm
+    assert isinstance(a, ReptileConfig)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    return Reptile(
+        model,
+        loss,
+        inner_lr=a.inner_lr,
+        inner_steps=a.inner_steps,
+        inner_optimizer=a.inner_optimizer,
+        inner_batch_size=a.inner_batch_size,
+        adam_betas=a.adam_betas,
+        inner_state=a.inner_state,
+        path=a.path,
+        generator=generator,
+    )
+
+
+@LEARNER_BUILDERS.register("pretrained")
+def _pretrained(cfg: ExperimentConfig, model: nn.Module, loss: Loss, family=None) -> MetaLearner:
+    a = cfg.algorithm
+    assert isinstance(a, PretrainedConfig)
+    return Pretrained(model, loss, inner_lr=a.lr)
+
+
+@LEARNER_BUILDERS.register("mean")
+def _mean(cfg: ExperimentConfig, model: nn.Module, loss: Loss, family=None) -> MeanPredictor:
+    mean_fn = getattr(family, "mean_curve", None)
+    if mean_fn is None:
+        raise ValueError(
+            f"the mean baseline needs a task family with a mean function; "
+            f"{cfg.task.family!r} has none"
         )
-    if isinstance(a, ReptileConfig):
-        generator = torch.Generator().manual_seed(cfg.seed)
-        return Reptile(
-            model,
-            loss,
-            inner_lr=a.inner_lr,
-            inner_steps=a.inner_steps,
-            inner_optimizer=a.inner_optimizer,
-            inner_batch_size=a.inner_batch_size,
-            adam_betas=a.adam_betas,
-            inner_state=a.inner_state,
-            path=a.path,
-            generator=generator,
-        )
-    if isinstance(a, PretrainedConfig):
-        return Pretrained(model, loss, inner_lr=a.lr)
-    if isinstance(a, MeanConfig):
-        mean_fn = getattr(family, "mean_curve", None)
-        if mean_fn is None:
-            raise ValueError(
-                f"the mean baseline needs a task family with a mean function; "
-                f"{cfg.task.family!r} has none"
-            )
-        return MeanPredictor(loss, mean_fn)
-    raise ValueError(f"no builder for algorithm {a.name!r}")
+    return MeanPredictor(loss, mean_fn)
