@@ -9,20 +9,23 @@ from metagrad.config import (
     ALGORITHM_CONFIGS,
     MODEL_CONFIGS,
     TASK_CONFIGS,
-    ConfigError,
     load_config,
 )
 from metagrad.data.download import DownloadError
+from metagrad.errors import UsageError
+from metagrad.registry import UnknownName
 from metagrad.train.checkpoint import CheckpointError
 
+# Errors whose message tells the user what to do: printed as one line. Any other exception is
+# a bug, and keeps its traceback.
 USER_ERRORS = (
-    ConfigError,
+    UsageError,  # ConfigError among them
+    UnknownName,
     CheckpointError,
     DownloadError,
     FileNotFoundError,
     FileExistsError,
     FloatingPointError,  # a diverged training: the message says what to lower
-    ValueError,
 )
 CONFIG_DIR = Path("configs")
 
@@ -39,14 +42,14 @@ def train(args: argparse.Namespace) -> int:
 
     if args.resume:
         if args.config:
-            raise ValueError(
+            raise UsageError(
                 "--resume continues a run with its own config.toml; give no CONFIG with it "
                 "(--set train.iterations=N trains it further)"
             )
         resume_run(args.resume, args.overrides, test=not args.no_test)
         return 0
     if args.config is None:
-        raise ValueError("give a CONFIG file to train, or --resume RUN_DIR")
+        raise UsageError("give a CONFIG file to train, or --resume RUN_DIR")
     cfg = load_config(args.config, args.overrides)
     out = args.out or Path("runs") / cfg.name
     print(f"training {cfg.name} into {out}", flush=True)

@@ -48,7 +48,7 @@ from metagrad.config.schema import (
     TrainConfig,
     Variants,
 )
-from metagrad.config.toml_writer import config_to_dict, config_to_toml, toml_value
+from metagrad.config.toml_writer import config_to_dict, config_to_toml
 
 __all__ = [
     "ALGORITHM_CONFIGS",
@@ -88,6 +88,5 @@ __all__ = [
     "read_toml",
     "resolve_eval",
     "selection_score",
-    "toml_value",
     "val_metric",
 ]

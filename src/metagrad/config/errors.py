@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from metagrad.errors import UsageError
 
-class ConfigError(ValueError):
+
+class ConfigError(UsageError):
     """A config file or override is invalid.
 
     The message says what was given, what was expected and how to fix it, e.g.

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from metagrad.data.omniglot import ALPHABETS, OmniglotData
-from metagrad.tasks.episodes import expand_rotations
 
 __all__ = [
     "DEFAULT_ROTATIONS",
@@ -156,8 +155,10 @@ class ClassSet:
         return int(self.char_ids[char]), self.alphabets[char], self.rotations[turn]
 
     def materialize(self) -> np.ndarray:
-        """Precomputed ``[num_classes, 20, H, W]`` uint8 array of all (rotated) classes."""
-        return expand_rotations(self.images, self.rotations)
+        """Precomputed ``[num_classes, 20, H, W]`` uint8 array of all (rotated) classes, in the
+        order above (the eager twin of the sampler's lazy rotation; tested equal to it)."""
+        turns = [np.rot90(self.images, d // 90, axes=(2, 3)) for d in self.rotations]
+        return np.stack(turns, axis=1).reshape(-1, *self.images.shape[1:])  # [chars * R, ...]
 
 
 def omniglot_split(
