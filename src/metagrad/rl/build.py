@@ -9,7 +9,7 @@ the experiment (or use it as a context manager) when done.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -98,30 +98,22 @@ def env_kwargs(task: RLTaskConfig) -> dict[str, Any]:
 
 
 def update_config(cfg: ExperimentConfig) -> MAMLTRPOConfig:
-    """The library's :class:`MAMLTRPOConfig` of an RL config's task and algorithm sections."""
+    """The library's :class:`MAMLTRPOConfig` of an RL config's task and algorithm sections.
+
+    The library's fields have the config's names, so they pass through: ``task.trajectories``
+    and every field of the algorithm section that :class:`MAMLTRPOConfig` has. The one
+    exception is the pretrained baseline's ``lr`` (its test-time step size), the library's
+    ``inner_lr``.
+    """
     task, a = cfg.task, cfg.algorithm
     assert isinstance(task, RLTaskConfig)
-    common: dict[str, Any] = {
-        "trajs": task.trajectories,
-        "gamma": a.gamma,
-        "gae_lambda": a.gae_lambda,
-        "max_kl": a.max_kl,
-        "cg_iters": a.cg_iters,
-        "cg_damping": a.cg_damping,
-        "ls_ratio": a.ls_backtrack_ratio,
-        "ls_steps": a.ls_max_steps,
-    }
-    if isinstance(a, MAMLTRPOAlgorithmConfig):
-        return MAMLTRPOConfig(
-            inner_lr=a.inner_lr,
-            inner_steps=a.inner_steps,
-            first_order=a.first_order,
-            fisher_tasks=a.fisher_tasks,
-            **common,
-        )
+    if not isinstance(a, (MAMLTRPOAlgorithmConfig, PretrainedRLConfig)):
+        raise ValueError(f"no RL builder for algorithm {a.name!r}")
+    names = {f.name for f in fields(MAMLTRPOConfig)}
+    given: dict[str, Any] = {f.name: getattr(a, f.name) for f in fields(a) if f.name in names}
     if isinstance(a, PretrainedRLConfig):
-        return MAMLTRPOConfig(inner_lr=a.lr, **common)
-    raise ValueError(f"no RL builder for algorithm {a.name!r}")
+        given["inner_lr"] = a.lr
+    return MAMLTRPOConfig(trajectories=task.trajectories, **given)
 
 
 def build_rl_experiment(cfg: ExperimentConfig) -> RLExperiment:

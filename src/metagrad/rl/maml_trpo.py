@@ -2,7 +2,7 @@
 
 One meta-iteration, all tasks batched (per-task parameters ``[tasks, ...]``):
 
-1. Sample ``trajs`` episodes per task with the meta-parameters ``theta``; process them
+1. Sample ``trajectories`` episodes per task with the meta-parameters ``theta``; process them
    (discounted returns, per-task linear baseline, GAE, per-task advantage normalisation).
 2. Adapt: one REINFORCE step per inner step with :func:`metagrad.functional.adapt` on the
    *sum* over tasks of each task's mean ``-log pi(a|s) * A`` (so each task gets its own
@@ -56,14 +56,14 @@ class MAMLTRPOConfig:
         inner_lr: inner step size, or one per inner step (e.g. ``(0.1, 0.05)``).
         inner_steps: adaptation steps during meta-training.
         first_order: ignore second derivatives of the adaptation (FOMAML).
-        trajs: episodes per task per sampling (20; 40 for ant direction).
+        trajectories: episodes per task per sampling (20; 40 for ant direction).
         gamma: discount.
         gae_lambda: GAE's lambda (1: plain returns minus baseline).
         max_kl: trust region on the mean KL.
         cg_iters: conjugate gradient iterations.
         cg_damping: damping added to the Hessian-vector products.
-        ls_ratio: backtracking factor of the line search.
-        ls_steps: line search candidates.
+        ls_backtrack_ratio: backtracking factor of the line search.
+        ls_max_steps: line search candidates.
         fisher_tasks: compute the KL's Hessian on the first ``fisher_tasks`` tasks only
             (faster; ``None``: all tasks).
     """
@@ -71,14 +71,14 @@ class MAMLTRPOConfig:
     inner_lr: float | Sequence[float] = 0.1
     inner_steps: int = 1
     first_order: bool = False
-    trajs: int = 20
+    trajectories: int = 20
     gamma: float = 0.99
     gae_lambda: float = 1.0
     max_kl: float = 0.01
     cg_iters: int = 10
     cg_damping: float = 1e-5
-    ls_ratio: float = 0.8
-    ls_steps: int = 15
+    ls_backtrack_ratio: float = 0.8
+    ls_max_steps: int = 15
     fisher_tasks: int | None = None
 
 
@@ -135,8 +135,8 @@ def trpo_update(
         full_step.detach(),
         float(loss.detach()),
         config.max_kl,
-        config.ls_ratio,
-        config.ls_steps,
+        config.ls_backtrack_ratio,
+        config.ls_max_steps,
     )
     timings["line_search"] = time.perf_counter() - start
     new_theta = {k: v.detach().requires_grad_() for k, v in result.params.items()}
@@ -195,7 +195,7 @@ def meta_iteration(
     train, returns = [], []
     for lr in [*lrs, None]:
         start = time.perf_counter()
-        traj = rollout(env, policy, params, tasks, config.trajs, generator)
+        traj = rollout(env, policy, params, tasks, config.trajectories, generator)
         timings["sampling"] += time.perf_counter() - start
         returns.append(traj.mean_return())
         start = time.perf_counter()
@@ -218,7 +218,7 @@ def evaluate_adaptation(
     policy: nn.Module,
     theta: Params,
     tasks: Sequence[Task],
-    trajs: int = 20,
+    trajectories: int = 20,
     inner_lr: LearningRate | Sequence[LearningRate] = (0.1, 0.05, 0.05),
     steps: int = 3,
     gamma: float = 0.99,
@@ -227,7 +227,7 @@ def evaluate_adaptation(
 ) -> list[float]:
     """Mean episode return on ``tasks`` after 0, 1, ..., ``steps`` adaptation steps.
 
-    Each step samples ``trajs`` fresh episodes per task with the current (adapted) parameters
+    Each step samples ``trajectories`` fresh episodes per task with the current (adapted) parameters
     and takes one REINFORCE step on them, as at meta-training time (the paper's test protocol).
 
     Returns:
@@ -238,7 +238,7 @@ def evaluate_adaptation(
     params = per_task(policy, {k: v.detach() for k, v in theta.items()}, len(tasks))
     returns = []
     for step in range(steps + 1):
-        traj = rollout(env, policy, params, tasks, trajs, generator)
+        traj = rollout(env, policy, params, tasks, trajectories, generator)
         returns.append(traj.mean_return())
         if step < steps:
             params = _adapt_detached(policy, params, traj, lrs[step], config)[1]

@@ -61,8 +61,8 @@ def trpo_step(
         full_step.detach(),
         float(loss.detach()),
         config.max_kl,
-        config.ls_ratio,
-        config.ls_steps,
+        config.ls_backtrack_ratio,
+        config.ls_max_steps,
     )
     stats = {
         "loss_before": float(loss.detach()),
@@ -84,7 +84,7 @@ def multitask_iteration(
     config: MAMLTRPOConfig,
     generator: torch.Generator | None = None,
 ) -> tuple[Params, dict[str, Any]]:
-    """Sample ``config.trajs`` episodes of each task with ``theta``, then one TRPO step.
+    """Sample ``config.trajectories`` episodes of each task with ``theta``, then one TRPO step.
 
     Returns:
         ``(new_theta, stats)`` as :func:`metagrad.rl.maml_trpo.meta_iteration`, without the
@@ -93,7 +93,7 @@ def multitask_iteration(
         ``processing``, ``conjugate_gradient``, ``line_search``, ``total``).
     """
     begin = time.perf_counter()
-    traj = rollout(env, policy, theta, tasks, config.trajs, generator)
+    traj = rollout(env, policy, theta, tasks, config.trajectories, generator)
     sampled = time.perf_counter()
     batch = process(traj, config.gamma, config.gae_lambda)
     timings = {"sampling": sampled - begin, "processing": time.perf_counter() - sampled}
