@@ -45,7 +45,7 @@ from metagrad.rl.objectives import (
 )
 from metagrad.rl.sampler import per_task, rollout
 from metagrad.rl.trajectories import Trajectories
-from metagrad.rl.trpo import conjugate_gradient, flatten, line_search
+from metagrad.rl.trpo import Product, trpo_step
 
 
 @dataclass(frozen=True)
@@ -98,57 +98,32 @@ def trpo_update(
         valid: processed episodes sampled with the adapted parameters.
         config: hyper-parameters.
     """
-    timings: dict[str, float] = {}
     start = time.perf_counter()
     theta = {k: v.detach().requires_grad_() for k, v in theta.items()}
     adapted = adapt_policy(policy, theta, train, config.inner_lr, config.first_order)
     old = old_policy(policy, adapted, valid)
     loss = surrogate_and_kl(policy, adapted, valid, old)[0]
-    timings["adaptation"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    grad = flatten(dict(zip(theta, torch.autograd.grad(loss, list(theta.values())))))
+    adaptation = time.perf_counter() - start
     tasks = slice(config.fisher_tasks)  # the KL's Hessian on the first fisher_tasks tasks only
-    hvp = adaptation_fisher_product(
-        policy,
-        theta,
-        [b.select(tasks) for b in train],
-        valid.select(tasks),
-        old.select(tasks),
-        config.inner_lr,
-        config.first_order,
-        config.cg_damping,
-    )
-    direction = conjugate_gradient(hvp, grad, config.cg_iters)
-    shs = direction @ hvp(direction)
-    full_step = torch.sqrt(2 * config.max_kl / (shs + 1e-8)) * direction
-    timings["conjugate_gradient"] = time.perf_counter() - start
+
+    def hvp() -> Product:
+        return adaptation_fisher_product(
+            policy,
+            theta,
+            [b.select(tasks) for b in train],
+            valid.select(tasks),
+            old.select(tasks),
+            config.inner_lr,
+            config.first_order,
+            config.cg_damping,
+        )
 
     def evaluate(candidate: Params) -> tuple[Tensor, Tensor]:
         new = adapt_policy(policy, candidate, train, config.inner_lr, first_order=True)
         return surrogate_and_kl(policy, new, valid, old)
 
-    start = time.perf_counter()
-    result = line_search(
-        evaluate,
-        theta,
-        full_step.detach(),
-        float(loss.detach()),
-        config.max_kl,
-        config.ls_backtrack_ratio,
-        config.ls_max_steps,
-    )
-    timings["line_search"] = time.perf_counter() - start
-    new_theta = {k: v.detach().requires_grad_() for k, v in result.params.items()}
-    stats = {
-        "loss_before": float(loss.detach()),
-        "loss_after": result.loss,
-        "kl": result.kl,
-        "step_fraction": result.step_fraction,
-        "line_search_evaluations": result.evaluations,
-        "accepted": result.accepted,
-        "time": timings,
-    }
+    new_theta, stats = trpo_step(loss, theta, hvp, evaluate, config)
+    stats["time"] = {"adaptation": adaptation, **stats["time"]}
     return new_theta, stats
 
 

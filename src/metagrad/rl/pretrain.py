@@ -21,10 +21,10 @@ from metagrad.rl.envs.base import BatchedEnv, Task
 from metagrad.rl.maml_trpo import MAMLTRPOConfig
 from metagrad.rl.objectives import Batch, old_policy, process, surrogate_and_kl
 from metagrad.rl.sampler import per_task, rollout
-from metagrad.rl.trpo import conjugate_gradient, flatten, hessian_vector_product, line_search
+from metagrad.rl.trpo import Product, hessian_vector_product, trpo_step
 
 
-def trpo_step(
+def multitask_update(
     policy: nn.Module, theta: Params, batch: Batch, config: MAMLTRPOConfig
 ) -> tuple[Params, dict[str, Any]]:
     """One TRPO step of the shared parameters ``theta`` on the episodes of all tasks.
@@ -44,36 +44,17 @@ def trpo_step(
     tasks = batch.obs.shape[0]
     old = old_policy(policy, per_task(policy, theta, tasks), batch)
     loss, kl = surrogate_and_kl(policy, per_task(policy, theta, tasks), batch, old)
-    grads = torch.autograd.grad(loss, list(theta.values()), retain_graph=True)
-    hvp = hessian_vector_product(kl, theta, config.cg_damping)
-    direction = conjugate_gradient(hvp, flatten(dict(zip(theta, grads))), config.cg_iters)
-    shs = direction @ hvp(direction)
-    full_step = torch.sqrt(2 * config.max_kl / (shs + 1e-8)) * direction
-    cg_time = time.perf_counter() - start
+    forward = time.perf_counter() - start
 
     def evaluate(candidate: Params) -> tuple[Tensor, Tensor]:
         return surrogate_and_kl(policy, per_task(policy, candidate, tasks), batch, old)
 
-    start = time.perf_counter()
-    result = line_search(
-        evaluate,
-        theta,
-        full_step.detach(),
-        float(loss.detach()),
-        config.max_kl,
-        config.ls_backtrack_ratio,
-        config.ls_max_steps,
-    )
-    stats = {
-        "loss_before": float(loss.detach()),
-        "loss_after": result.loss,
-        "kl": result.kl,
-        "step_fraction": result.step_fraction,
-        "line_search_evaluations": result.evaluations,
-        "accepted": result.accepted,
-        "time": {"conjugate_gradient": cg_time, "line_search": time.perf_counter() - start},
-    }
-    return {k: v.detach().requires_grad_() for k, v in result.params.items()}, stats
+    def hvp() -> Product:  # the KL shares the loss's graph: retained below
+        return hessian_vector_product(kl, theta, config.cg_damping)
+
+    new_theta, stats = trpo_step(loss, theta, hvp, evaluate, config, retain_graph=True)
+    stats["time"]["conjugate_gradient"] += forward  # the forward pass counts as before
+    return new_theta, stats
 
 
 def multitask_iteration(
@@ -97,7 +78,7 @@ def multitask_iteration(
     sampled = time.perf_counter()
     batch = process(traj, config.gamma, config.gae_lambda)
     timings = {"sampling": sampled - begin, "processing": time.perf_counter() - sampled}
-    new_theta, stats = trpo_step(policy, theta, batch, config)
+    new_theta, stats = multitask_update(policy, theta, batch, config)
     timings.update(stats.pop("time"))
     timings["total"] = time.perf_counter() - begin
     ret = traj.mean_return()
