@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from metagrad.config import ConfigError, load_config
+from metagrad.rl.adaptation import adaptation_returns
 from metagrad.rl.build import build_rl_experiment
 from metagrad.rl.maml_trpo import evaluate_adaptation
-from metagrad.rl.testing import adaptation_returns, run_rl_test
+from metagrad.rl.testing import run_rl_test
 from metagrad.train.checkpoint import load_checkpoint
 from metagrad.train.io import read_jsonl
 from metagrad.train.trainer import resume_run, train

@@ -32,8 +32,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from metagrad.functional.optim import LearningRate, lr_schedule
+from metagrad.functional.optim import LearningRate
 from metagrad.functional.params import Params
+from metagrad.rl.adaptation import adaptation_rollouts
 from metagrad.rl.envs.base import BatchedEnv, Task
 from metagrad.rl.fisher import adaptation_fisher_product
 from metagrad.rl.objectives import (
@@ -43,8 +44,6 @@ from metagrad.rl.objectives import (
     process,
     surrogate_and_kl,
 )
-from metagrad.rl.sampler import per_task, rollout
-from metagrad.rl.trajectories import Trajectories
 from metagrad.rl.trpo import Product, trpo_step
 
 
@@ -127,14 +126,6 @@ def trpo_update(
     return new_theta, stats
 
 
-def _adapt_detached(
-    policy: nn.Module, params: Params, traj: Trajectories, lr: LearningRate, config: MAMLTRPOConfig
-) -> tuple[Batch, Params]:
-    batch = process(traj, config.gamma, config.gae_lambda)
-    new = adapt_policy(policy, params, [batch], lr, first_order=True)
-    return batch, {k: v.detach() for k, v in new.items()}
-
-
 def meta_iteration(
     env: BatchedEnv,
     policy: nn.Module,
@@ -164,22 +155,29 @@ def meta_iteration(
     if config.inner_steps < 1:
         raise ValueError(f"MAML-TRPO needs inner_steps >= 1, got {config.inner_steps}")
     begin = time.perf_counter()
-    lrs = lr_schedule(config.inner_lr, config.inner_steps)
     timings = {"sampling": 0.0, "adaptation": 0.0}
-    params = per_task(policy, {k: v.detach() for k, v in theta.items()}, len(tasks))
     train, returns = [], []
-    for lr in [*lrs, None]:
-        start = time.perf_counter()
-        traj = rollout(env, policy, params, tasks, config.trajectories, generator)
-        timings["sampling"] += time.perf_counter() - start
-        returns.append(traj.mean_return())
-        start = time.perf_counter()
-        if lr is None:
-            valid = process(traj, config.gamma, config.gae_lambda)
-        else:
-            batch, params = _adapt_detached(policy, params, traj, lr, config)
-            train.append(batch)
-        timings["adaptation"] += time.perf_counter() - start
+    for r in adaptation_rollouts(
+        env,
+        policy,
+        theta,
+        tasks,
+        config.trajectories,
+        config.inner_lr,
+        config.inner_steps,
+        config.gamma,
+        config.gae_lambda,
+        generator,
+    ):
+        timings["sampling"] += r.sampling_s
+        timings["adaptation"] += r.adaptation_s
+        returns.append(r.trajectories.mean_return())
+        if r.batch is not None:
+            train.append(r.batch)
+        else:  # the validation episodes, sampled with the adapted parameters
+            start = time.perf_counter()
+            valid = process(r.trajectories, config.gamma, config.gae_lambda)
+            timings["adaptation"] += time.perf_counter() - start
     new_theta, stats = trpo_update(policy, theta, train, valid, config)
     for key, value in stats.pop("time").items():
         timings[key] = timings.get(key, 0.0) + value
@@ -202,19 +200,14 @@ def evaluate_adaptation(
 ) -> list[float]:
     """Mean episode return on ``tasks`` after 0, 1, ..., ``steps`` adaptation steps.
 
-    Each step samples ``trajectories`` fresh episodes per task with the current (adapted) parameters
-    and takes one REINFORCE step on them, as at meta-training time (the paper's test protocol).
+    Each step samples ``trajectories`` fresh episodes per task with the current (adapted)
+    parameters and takes one REINFORCE step on them, as at meta-training time (the paper's test
+    protocol; :func:`metagrad.rl.adaptation.adaptation_rollouts`).
 
     Returns:
         ``steps + 1`` average undiscounted returns.
     """
-    config = MAMLTRPOConfig(gamma=gamma, gae_lambda=gae_lambda)
-    lrs = lr_schedule(inner_lr, steps)
-    params = per_task(policy, {k: v.detach() for k, v in theta.items()}, len(tasks))
-    returns = []
-    for step in range(steps + 1):
-        traj = rollout(env, policy, params, tasks, trajectories, generator)
-        returns.append(traj.mean_return())
-        if step < steps:
-            params = _adapt_detached(policy, params, traj, lrs[step], config)[1]
-    return returns
+    rollouts = adaptation_rollouts(
+        env, policy, theta, tasks, trajectories, inner_lr, steps, gamma, gae_lambda, generator
+    )
+    return [r.trajectories.mean_return() for r in rollouts]

@@ -22,10 +22,8 @@ from pathlib import Path
 
 from metagrad.cli.plots import _pyplot
 from metagrad.config import load_config, resolve_eval
-from metagrad.functional.optim import lr_schedule
+from metagrad.rl.adaptation import adaptation_rollouts
 from metagrad.rl.build import build_rl_experiment
-from metagrad.rl.objectives import adapt_policy, process
-from metagrad.rl.sampler import per_task, rollout
 from metagrad.rl.testing import RESULTS_FILE, load_theta
 from metagrad.train.checkpoint import intact_checkpoints
 from metagrad.train.io import read_jsonl
@@ -157,7 +155,6 @@ def _paths(run: Path, shown: int = 3):
     before adaptation, after 1 step and after the test's last step."""
     cfg = load_config(run / "config.toml")
     ev = resolve_eval(cfg)
-    lrs = lr_schedule(ev.inner_lr, ev.inner_steps)
     steps = sorted({0, min(1, ev.inner_steps), ev.inner_steps})
     with build_rl_experiment(cfg) as exp:
         checkpoints = intact_checkpoints(run)
@@ -165,17 +162,16 @@ def _paths(run: Path, shown: int = 3):
         theta = load_theta(exp, run, name)[0]
         generator = exp.fixed_generator("test")
         task = exp.family.sample_tasks(1, generator)
-        params = per_task(exp.policy, theta, 1)
+        u = exp.update
+        settings = (cfg.task.trajectories, ev.inner_lr, ev.inner_steps, u.gamma, u.gae_lambda)
+        rollouts = adaptation_rollouts(exp.env, exp.policy, theta, task, *settings, generator)
         paths = {}
-        for k in range(ev.inner_steps + 1):
-            traj = rollout(exp.env, exp.policy, params, task, cfg.task.trajectories, generator)
-            if k in steps:
-                lengths = traj.lengths()[0].long().tolist()
-                paths[k] = [traj.obs[0, e, : lengths[e]].numpy() for e in range(shown)]
-            if k < ev.inner_steps:
-                batch = process(traj, exp.update.gamma, exp.update.gae_lambda)
-                new = adapt_policy(exp.policy, params, [batch], lrs[k], first_order=True)
-                params = {n: v.detach() for n, v in new.items()}
+        for r in rollouts:
+            if r.step in steps:
+                lengths = r.trajectories.lengths()[0].long().tolist()
+                paths[r.step] = [
+                    r.trajectories.obs[0, e, : lengths[e]].numpy() for e in range(shown)
+                ]
     return task[0]["goal"], paths
 
 

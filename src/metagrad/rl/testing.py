@@ -19,17 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 from metagrad.config import ExperimentConfig, load_config, resolve_eval
 from metagrad.evaluate.protocol import Summary, summarize
 from metagrad.functional.optim import LearningRate, lr_schedule
 from metagrad.functional.params import Params
+from metagrad.rl.adaptation import adaptation_returns
 from metagrad.rl.build import RLExperiment, build_rl_experiment
-from metagrad.rl.envs.base import BatchedEnv, Task
-from metagrad.rl.objectives import adapt_policy, process
-from metagrad.rl.sampler import per_task, rollout
 from metagrad.train.checkpoint import load_checkpoint
 from metagrad.train.io import atomic_write_text
 
@@ -79,36 +75,6 @@ class RLEvalResult:
         )
 
 
-def adaptation_returns(
-    env: BatchedEnv,
-    policy: nn.Module,
-    theta: Params,
-    tasks: Sequence[Task],
-    trajs: int,
-    inner_lr: LearningRate | Sequence[LearningRate],
-    steps: int,
-    gamma: float = 0.99,
-    gae_lambda: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> np.ndarray:
-    """Each task's mean return after 0..``steps`` policy-gradient steps: ``[steps + 1, tasks]``.
-
-    The same computation as :func:`metagrad.rl.maml_trpo.evaluate_adaptation` (which returns
-    the mean over tasks), kept per task for the intervals.
-    """
-    lrs = lr_schedule(inner_lr, steps)
-    params = per_task(policy, {k: v.detach() for k, v in theta.items()}, len(tasks))
-    rows = []
-    for step in range(steps + 1):
-        traj = rollout(env, policy, params, tasks, trajs, generator)
-        rows.append(traj.returns().mean(1).double().numpy())
-        if step < steps:
-            batch = process(traj, gamma, gae_lambda)
-            new = adapt_policy(policy, params, [batch], lrs[step], first_order=True)
-            params = {k: v.detach() for k, v in new.items()}
-    return np.stack(rows)
-
-
 def evaluate_split(
     exp: RLExperiment,
     theta: Params,
@@ -116,17 +82,17 @@ def evaluate_split(
     tasks: int,
     steps: int,
     inner_lr: LearningRate | Sequence[LearningRate],
-    trajs: int,
+    trajectories: int,
 ) -> RLEvalResult:
     """Adapt to ``tasks`` fixed tasks of ``split`` ("val" or "test") and score each step."""
     start = time.perf_counter()
-    generator = exp.fixed_generator(split)
-    fixed = exp.family.sample_tasks(tasks, generator)
+    g = exp.fixed_generator(split)
+    fixed = exp.family.sample_tasks(tasks, g)
     u = exp.update
     returns = adaptation_returns(
-        exp.env, exp.policy, theta, fixed, trajs, inner_lr, steps, u.gamma, u.gae_lambda, generator
+        exp.env, exp.policy, theta, fixed, trajectories, inner_lr, steps, u.gamma, u.gae_lambda, g
     )
-    return RLEvalResult(returns, trajs, time.perf_counter() - start)
+    return RLEvalResult(returns, trajectories, time.perf_counter() - start)
 
 
 def validate(exp: RLExperiment, theta: Params) -> RLEvalResult:
