@@ -4,7 +4,7 @@ Each iteration samples episodes of every task of a meta-batch with the same para
 ``theta`` and takes one TRPO step on the mean over tasks of each task's surrogate (advantages
 from each task's own linear baseline, normalised per task, as for MAML), under the same trust
 region. There is no adaptation during training; at test time the policy is fine-tuned on each
-task with the same policy-gradient steps as MAML's (:mod:`metagrad.rl.testing`).
+task with the same policy-gradient steps as MAML's (:mod:`metagrad.rl.adaptation`).
 """
 
 from __future__ import annotations

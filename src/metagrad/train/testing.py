@@ -24,7 +24,7 @@ from metagrad.train.checkpoint import load_checkpoint
 from metagrad.train.io import atomic_write_text
 
 if TYPE_CHECKING:
-    from metagrad.rl.testing import RLEvalResult
+    from metagrad.train.rl_testing import RLEvalResult
 
 RESULTS_FILE = "results.json"
 
@@ -119,7 +119,7 @@ def run_test(
     """
     cfg = cfg or (exp.cfg if exp else load_config(run_dir / "config.toml"))
     if cfg.task.kind == "rl":  # meta-RL: average return after each adaptation step
-        from metagrad.rl.testing import run_rl_test
+        from metagrad.train.rl_testing import run_rl_test
 
         return run_rl_test(run_dir, checkpoint, cfg=cfg, results=results)
     exp = exp or build_experiment(cfg)

@@ -33,7 +33,7 @@ from metagrad.train.monitor import Monitor
 from metagrad.train.testing import run_test, validation_metric
 
 if TYPE_CHECKING:
-    from metagrad.rl.testing import RLEvalResult
+    from metagrad.train.rl_testing import RLEvalResult
 
 CONFIG_FILE = "config.toml"
 
@@ -94,7 +94,7 @@ def train(
         max_steps: stop after this step (for tests and time-boxed runs); the run can resume.
     """
     if cfg.task.kind == "rl":  # meta-RL: its own loop, the same run directory
-        from metagrad.rl.trainer import train_rl
+        from metagrad.train.rl_trainer import train_rl
 
         return train_rl(cfg, run_dir, resume=resume, test=test, max_steps=max_steps)
     if cfg.train.threads:

@@ -25,9 +25,9 @@ from metagrad.evaluate.protocol import Summary, summarize
 from metagrad.functional.optim import LearningRate, lr_schedule
 from metagrad.functional.params import Params
 from metagrad.rl.adaptation import adaptation_returns
-from metagrad.rl.build import RLExperiment, build_rl_experiment
 from metagrad.train.checkpoint import load_checkpoint
 from metagrad.train.io import atomic_write_text
+from metagrad.train.rl_build import RLExperiment, build_rl_experiment
 
 RESULTS_FILE = "results.json"
 

@@ -20,13 +20,13 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from metagrad.cli.plots import _pyplot
+from metagrad.cli.figures import pyplot, save_figure
 from metagrad.config import load_config, resolve_eval
 from metagrad.rl.adaptation import adaptation_rollouts
-from metagrad.rl.build import build_rl_experiment
-from metagrad.rl.testing import RESULTS_FILE, load_theta
 from metagrad.train.checkpoint import intact_checkpoints
 from metagrad.train.io import read_jsonl
+from metagrad.train.rl_build import build_rl_experiment
+from metagrad.train.rl_testing import RESULTS_FILE, load_theta
 
 # The paper's average returns after 0..3 steps and the oracle's (REFERENCE.md; Figures 4, 5).
 PAPER: dict[str, tuple[tuple[float, ...], float]] = {
@@ -68,7 +68,7 @@ def _records(run: Path, split: str) -> list[dict]:
 
 def return_vs_iteration(run_dir: Path, baselines: Sequence[Path] = ()) -> Path:
     """Return before / after adaptation against the meta-iteration."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, run in enumerate([run_dir, *baselines]):
         color, name = f"C{i}", _label(run)
@@ -99,12 +99,12 @@ def return_vs_iteration(run_dir: Path, baselines: Sequence[Path] = ()) -> Path:
     ax.legend(fontsize=7)
     fig.suptitle(f"{run_dir.name}: return before (dotted) and after adaptation", fontsize=10)
     fig.tight_layout()
-    return _save(fig, plt, run_dir / "return_vs_iteration.png")
+    return save_figure(fig, plt, run_dir / "return_vs_iteration.png")
 
 
 def return_vs_steps(runs: Sequence[Path], family: str, out_dir: Path) -> Path:
     """Test return against the number of adaptation steps, each run with its 95% interval."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     reports = [json.loads((run / RESULTS_FILE).read_text()) for run in runs]
     for i, (run, report) in enumerate(zip(runs, reports)):
@@ -127,12 +127,12 @@ def return_vs_steps(runs: Sequence[Path], family: str, out_dir: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, plt, out_dir / "return_vs_steps.png")
+    return save_figure(fig, plt, out_dir / "return_vs_steps.png")
 
 
 def timing(run_dir: Path) -> Path:
     """Seconds per meta-iteration, stacked by phase."""
-    plt = _pyplot()
+    plt = pyplot()
     train = _records(run_dir, "train")
     fig, ax = plt.subplots(figsize=(7, 3.6))
     steps = [r["step"] for r in train]
@@ -147,7 +147,7 @@ def timing(run_dir: Path) -> Path:
     ax.set(xlabel="meta-iteration", ylabel="seconds")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, plt, run_dir / "timing.png")
+    return save_figure(fig, plt, run_dir / "timing.png")
 
 
 def _paths(run: Path, shown: int = 3):
@@ -177,7 +177,7 @@ def _paths(run: Path, shown: int = 3):
 
 def trajectories(run_dir: Path, baselines: Sequence[Path] = ()) -> Path:
     """Episodes on the first test goal before and after adaptation (2D navigation)."""
-    plt = _pyplot()
+    plt = pyplot()
     runs = [r for r in [run_dir, *baselines] if (r / "config.toml").exists()]
     fig, axes = plt.subplots(1, len(runs), figsize=(4 * len(runs), 4), squeeze=False)
     for ax, run in zip(axes[0], runs):
@@ -191,13 +191,7 @@ def trajectories(run_dir: Path, baselines: Sequence[Path] = ()) -> Path:
         ax.set(xlim=(-0.6, 0.6), ylim=(-0.6, 0.6), aspect="equal", title=_label(run))
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, plt, run_dir / "trajectories.png")
-
-
-def _save(fig, plt, path: Path) -> Path:
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, plt, run_dir / "trajectories.png")
 
 
 __all__ = ["plot_rl_run", "return_vs_iteration", "return_vs_steps", "timing", "trajectories"]

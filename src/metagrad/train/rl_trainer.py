@@ -15,7 +15,7 @@ directory holds the same files as a supervised run's:
 - checkpoints ``last`` and ``best`` (highest validation return over the adaptation steps)
   holding the policy parameters as weights and the step, the best metric and the states of
   every random number generator (the global ones and the generator all sampling draws from);
-- ``results.json`` after the final test (:mod:`metagrad.rl.testing`).
+- ``results.json`` after the final test (:mod:`metagrad.train.rl_testing`).
 
 A stopped run resumes exactly: on CPU with one thread, N iterations, resume and N more give
 bit-identical parameters to 2N uninterrupted ones (validation draws from its own fixed
@@ -32,14 +32,14 @@ import torch
 
 from metagrad.config import ExperimentConfig, selection_score, val_metric
 from metagrad.functional.params import Params
-from metagrad.rl.build import RLExperiment, build_rl_experiment
-from metagrad.rl.testing import run_rl_test, validate
 from metagrad.train.checkpoint import (
     capture_rng_state,
     restore_rng_state,
     save_checkpoint,
 )
 from metagrad.train.monitor import Monitor
+from metagrad.train.rl_build import RLExperiment, build_rl_experiment
+from metagrad.train.rl_testing import run_rl_test, validate
 from metagrad.train.trainer import TrainResult, load_resume_checkpoint, start_run
 
 TIMED = ("sampling", "adaptation", "processing", "conjugate_gradient", "line_search", "total")
@@ -92,7 +92,7 @@ def train_rl(
 
     Returns:
         The run directory, the meta-iterations done, the best validation return and the test
-        result (:class:`metagrad.rl.testing.RLEvalResult`) if it ran.
+        result (:class:`metagrad.train.rl_testing.RLEvalResult`) if it ran.
     """
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
