@@ -25,8 +25,9 @@ from metagrad.config import load_config, resolve_eval
 from metagrad.rl.adaptation import adaptation_rollouts
 from metagrad.train.checkpoint import intact_checkpoints
 from metagrad.train.io import read_jsonl
+from metagrad.train.results import RESULTS_FILE
 from metagrad.train.rl_build import build_rl_experiment
-from metagrad.train.rl_testing import RESULTS_FILE, load_theta
+from metagrad.train.rl_testing import load_theta
 
 # The paper's average returns after 0..3 steps and the oracle's (REFERENCE.md; Figures 4, 5).
 PAPER: dict[str, tuple[tuple[float, ...], float]] = {

@@ -36,6 +36,12 @@ from metagrad.tasks.sinusoid import SinusoidTasks, TaskStream, fixed_tasks
 VAL_SEED_OFFSET = 1_000_003  # validation tasks come from a stream distinct from the test one
 
 
+def eval_seed(cfg: ExperimentConfig, split: str) -> int:
+    """The seed of the fixed tasks of ``split`` ("val" or "test"), for every kind of run:
+    ``eval.seed`` for the test, offset by :data:`VAL_SEED_OFFSET` for validation."""
+    return cfg.eval.seed + (VAL_SEED_OFFSET if split == "val" else 0)
+
+
 class TrainStream(Protocol):
     def sample(self, tasks: int) -> TaskBatch: ...
     def state_dict(self) -> dict: ...
@@ -83,7 +89,7 @@ def _tasks(cfg: ExperimentConfig) -> tuple[TrainStream, FixedTasks, tuple[int, .
         stream = TaskStream(family, task.shots, task.queries, cfg.seed)
 
         def fixed(split: str, start: int, count: int) -> TaskBatch:
-            seed = cfg.eval.seed + (VAL_SEED_OFFSET if split == "val" else 0)
+            seed = eval_seed(cfg, split)
             # Validation episodes are shaped as the test's, so that validation predicts the test
             # (Reptile trains on 10 shots per class and is tested on 1 or 5).
             return fixed_tasks(family, seed, start, count, ev.shots, ev.queries)[0]
@@ -121,7 +127,7 @@ def _omniglot(cfg: ExperimentConfig, task: OmniglotTaskConfig, ev):
             ev.shots,
             ev.queries,
             rotations=sets["val"].rotations,
-            seed=cfg.eval.seed + VAL_SEED_OFFSET,
+            seed=eval_seed(cfg, "val"),
         ),
         "test": EpisodeSampler(
             sets["test"].images,
@@ -129,7 +135,7 @@ def _omniglot(cfg: ExperimentConfig, task: OmniglotTaskConfig, ev):
             ev.shots,
             ev.queries,
             rotations=sets["test"].rotations,
-            seed=cfg.eval.seed,
+            seed=eval_seed(cfg, "test"),
         ),
     }
 

@@ -29,8 +29,7 @@ from metagrad.rl.envs.base import BatchedEnv, Task
 from metagrad.rl.maml_trpo import MAMLTRPOConfig, meta_iteration
 from metagrad.rl.policy import GaussianMLPPolicy
 from metagrad.rl.pretrain import multitask_iteration
-
-VAL_SEED_OFFSET = 1_000_003  # validation tasks come from a stream distinct from the test one
+from metagrad.train.build import eval_seed
 
 
 @dataclass
@@ -76,8 +75,7 @@ class RLExperiment:
 
     def fixed_generator(self, split: str) -> torch.Generator:
         """The generator of a fixed evaluation: its tasks, then its episodes ("val", "test")."""
-        offset = VAL_SEED_OFFSET if split == "val" else 0
-        return torch.Generator().manual_seed(self.cfg.eval.seed + offset)
+        return torch.Generator().manual_seed(eval_seed(self.cfg, split))
 
     def close(self) -> None:
         """Stop the environment's worker processes (if any)."""

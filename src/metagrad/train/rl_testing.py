@@ -12,7 +12,6 @@ on identical tasks.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,11 +24,8 @@ from metagrad.evaluate.protocol import Summary, summarize
 from metagrad.functional.optim import LearningRate, lr_schedule
 from metagrad.functional.params import Params
 from metagrad.rl.adaptation import adaptation_returns
-from metagrad.train.checkpoint import load_checkpoint
-from metagrad.train.io import atomic_write_text
+from metagrad.train.results import RESULTS_FILE, load_named_checkpoint, write_report
 from metagrad.train.rl_build import RLExperiment, build_rl_experiment
-
-RESULTS_FILE = "results.json"
 
 
 @dataclass(frozen=True)
@@ -111,13 +107,9 @@ def validate(exp: RLExperiment, theta: Params) -> RLEvalResult:
 def load_theta(exp: RLExperiment, run_dir: Path, checkpoint: str) -> tuple[Params, str]:
     """The parameters of ``checkpoint`` ("best", "last", "last.prev", a ``.safetensors``
     path, or "untrained" for the seeded initialisation) and a description of them."""
-    if checkpoint == "untrained":
-        return exp.initial_theta(), f"untrained initialisation (seed {exp.cfg.seed})"
-    path = Path(checkpoint)
-    if path.suffix == ".safetensors" or path.parent != Path("."):
-        run_dir, checkpoint = path.parent, path.name.removesuffix(".safetensors")
-    weights, state = load_checkpoint(run_dir, checkpoint, expected=exp.policy.state_dict())
-    return exp.as_theta(weights), f"{checkpoint} at step {state['step']}"
+    expected = exp.policy.state_dict()
+    weights, _, source = load_named_checkpoint(run_dir, checkpoint, expected, exp.cfg.seed)
+    return exp.initial_theta() if weights is None else exp.as_theta(weights), source
 
 
 def run_rl_test(
@@ -158,6 +150,5 @@ def run_rl_test(
         "inner_lr": [float(lr) for lr in lrs],
         **result.to_dict(),
     }
-    atomic_write_text(run_dir / results, json.dumps(report, indent=2) + "\n")
-    print(f"meta-test of {cfg.name} ({source}):\n{result.table()}", flush=True)
+    write_report(run_dir, results, report, result.table())
     return result
