@@ -33,6 +33,7 @@ from metagrad.train.testing import run_test, validation_metric
 
 
 def make_optimizer(cfg: ExperimentConfig, params) -> torch.optim.Optimizer:
+    """The outer optimizer of ``cfg.train`` (Adam or SGD at ``train.outer_lr``) on ``params``."""
     t = cfg.train
     if t.optimizer == "adam":
         return torch.optim.Adam(params, lr=t.outer_lr)
