@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from metagrad.cli.plots import _pyplot
+from metagrad.cli.figures import pyplot
 from metagrad.config import load_config
 from metagrad.train.io import read_jsonl
 
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--metric", default="accuracy")
     p.add_argument("--title", default="")
     args = p.parse_args(argv)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for run in args.runs:
         rows = [r for r in read_jsonl(run / "metrics.jsonl") if r.get("split") == "val"]

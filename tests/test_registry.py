@@ -51,3 +51,14 @@ def test_every_supervised_config_variant_has_a_builder():
     rl_algorithms = {"maml_trpo", "pretrained_rl"}
     assert set(ALGORITHM_CONFIGS) - rl_algorithms == set(LEARNER_BUILDERS)
     assert set(MODEL_BUILDERS) == set(MODELS)  # each built-in model is buildable from a config
+
+
+def test_every_rl_config_variant_has_an_environment_and_an_iteration():
+    from metagrad.rl.envs import FAMILIES, get_family
+    from metagrad.train.rl_build import ITERATIONS
+
+    rl_tasks = {name for name, cls in TASK_CONFIGS.items() if cls.kind == "rl"}
+    assert rl_tasks == set(FAMILIES)
+    assert set(ALGORITHM_CONFIGS) - set(LEARNER_BUILDERS) == set(ITERATIONS)
+    with pytest.raises(KeyError, match="did you mean 'ant-dir'"):
+        get_family("ant_dir")

@@ -15,7 +15,7 @@ from metagrad.rl.sampler import rollout
 def _eval(env, policy, theta, tasks):
     g = torch.Generator().manual_seed(7)
     return evaluate_adaptation(
-        env, policy, theta, tasks, trajs=10, inner_lr=0.1, steps=1, generator=g
+        env, policy, theta, tasks, trajectories=10, inner_lr=0.1, steps=1, generator=g
     )
 
 
@@ -27,7 +27,7 @@ def test_tiny_maml_trpo_training_improves_post_adaptation_return():
     eval_tasks = family.sample_tasks(10, torch.Generator().manual_seed(123))
     before = _eval(env, policy, theta, eval_tasks)
     g = torch.Generator().manual_seed(0)
-    cfg = MAMLTRPOConfig(trajs=10)
+    cfg = MAMLTRPOConfig(trajectories=10)
     for _ in range(15):
         theta, stats = meta_iteration(env, policy, theta, family.sample_tasks(5, g), cfg, g)
         assert stats["kl"] <= cfg.max_kl
@@ -43,7 +43,7 @@ def test_meta_iteration_reports_returns_and_timings_with_two_inner_steps():
     policy = GaussianMLPPolicy(2, 2, hidden=(8,))
     theta = dict(policy.named_parameters())
     tasks = get_family("navigation-2d").sample_tasks(3, torch.Generator().manual_seed(0))
-    cfg = MAMLTRPOConfig(trajs=4, inner_steps=2, inner_lr=(0.1, 0.05), fisher_tasks=2)
+    cfg = MAMLTRPOConfig(trajectories=4, inner_steps=2, inner_lr=(0.1, 0.05), fisher_tasks=2)
     new, stats = meta_iteration(env, policy, theta, tasks, cfg, torch.Generator().manual_seed(1))
     assert len(stats["returns"]) == 3 and stats["return_after"] == stats["returns"][-1]
     keys = {"sampling", "adaptation", "conjugate_gradient", "line_search", "total"}

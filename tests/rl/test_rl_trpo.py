@@ -115,7 +115,7 @@ def _nav_update(max_kl, fisher_tasks=None):
     policy = GaussianMLPPolicy(2, 2, hidden=(16, 16))
     theta = {k: v.detach() for k, v in policy.named_parameters()}
     tasks = get_family("navigation-2d").sample_tasks(3, g)
-    cfg = MAMLTRPOConfig(trajs=5, max_kl=max_kl, fisher_tasks=fisher_tasks)
+    cfg = MAMLTRPOConfig(trajectories=5, max_kl=max_kl, fisher_tasks=fisher_tasks)
     train = [process(rollout(env, policy, theta, tasks, 5, g))]
     adapted = adapt_policy(policy, theta, train, cfg.inner_lr)
     valid = process(rollout(env, policy, adapted, tasks, 5, g))

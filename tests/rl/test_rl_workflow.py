@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from metagrad.config import ConfigError, load_config
-from metagrad.rl.build import build_rl_experiment
+from metagrad.rl.adaptation import adaptation_returns
 from metagrad.rl.maml_trpo import evaluate_adaptation
-from metagrad.rl.testing import adaptation_returns, run_rl_test
 from metagrad.train.checkpoint import load_checkpoint
 from metagrad.train.io import read_jsonl
+from metagrad.train.rl_build import build_rl_experiment
+from metagrad.train.rl_testing import run_rl_test
 from metagrad.train.trainer import resume_run, train
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -62,7 +62,7 @@ def test_supervised_validation_runs_the_test_protocol(path, monkeypatch):
 
 @pytest.mark.parametrize("path", RL, ids=_name)
 def test_rl_validation_runs_the_test_protocol(path, monkeypatch, tmp_path):
-    from metagrad.rl import testing
+    from metagrad.train import rl_testing as testing
 
     cfg = load_config(path)
     seen = {}
@@ -82,7 +82,7 @@ def test_rl_validation_runs_the_test_protocol(path, monkeypatch, tmp_path):
 
 
 def test_a_different_test_trajectory_count_is_validated_with_too(monkeypatch, tmp_path):
-    from metagrad.rl import testing
+    from metagrad.train import rl_testing as testing
 
     cfg = load_config(ROOT / "configs/rl/maml_trpo_nav2d.toml", ["task.test_trajectories=7"])
     seen = []

@@ -59,7 +59,8 @@ def train(args: argparse.Namespace) -> int:
 
 def test(args: argparse.Namespace) -> int:
     from metagrad.train.checkpoint import intact_checkpoints
-    from metagrad.train.testing import results_file, run_test
+    from metagrad.train.results import results_file
+    from metagrad.train.testing import run_test
 
     target: Path = args.target
     if not target.exists():

@@ -4,7 +4,7 @@
 - ``adaptation.png`` (sinusoid runs): the MAML paper's Figure 2: for a few test sines, the true
   curve, the K support points, and the prediction before adaptation and after 1 and 10 steps;
   with ``--baseline RUN`` the baseline run (e.g. pretrained) is drawn beside it.
-- RL runs: the figures of :mod:`metagrad.rl.plots` (MAML's Figures 4 and 5).
+- RL runs: the figures of :mod:`metagrad.cli.rl_plots` (MAML's Figures 4 and 5).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from metagrad.cli.figures import pyplot, save_figure
 from metagrad.config import SinusoidTaskConfig, load_config, resolve_eval
 from metagrad.tasks.sinusoid import SinusoidTasks, fixed_tasks
 from metagrad.train.build import build_experiment
@@ -22,23 +23,12 @@ from metagrad.train.checkpoint import intact_checkpoints, load_checkpoint
 from metagrad.train.io import read_jsonl
 
 
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError as e:
-        raise ImportError("plotting needs matplotlib: pip install 'metagrad[plot]'") from e
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_run(run_dir: Path, baseline: Path | Sequence[Path] | None = None) -> list[Path]:
     """Draw the figures of ``run_dir`` into it (with baseline runs); returns the files written."""
     baselines = [baseline] if isinstance(baseline, Path) else list(baseline or [])
     cfg = load_config(run_dir / "config.toml")
     if cfg.task.kind == "rl":
-        from metagrad.rl.plots import plot_rl_run
+        from metagrad.cli.rl_plots import plot_rl_run
 
         return plot_rl_run(run_dir, baselines)
     written = [learning_curve(run_dir)]
@@ -48,7 +38,7 @@ def plot_run(run_dir: Path, baseline: Path | Sequence[Path] | None = None) -> li
 
 
 def learning_curve(run_dir: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     records = read_jsonl(run_dir / "metrics.jsonl")
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
     for split, style in (("train", "-"), ("val", "o-")):
@@ -69,10 +59,7 @@ def learning_curve(run_dir: Path) -> Path:
             a.set_visible(False)
     fig.suptitle(run_dir.name)
     fig.tight_layout()
-    out = run_dir / "learning_curve.png"
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return out
+    return save_figure(fig, plt, run_dir / "learning_curve.png")
 
 
 def _adapted_curves(run_dir: Path, x_grid: torch.Tensor, tasks, steps=(0, 1, 10)):
@@ -93,7 +80,7 @@ def _adapted_curves(run_dir: Path, x_grid: torch.Tensor, tasks, steps=(0, 1, 10)
 
 
 def sinusoid_adaptation(run_dir: Path, baselines: Sequence[Path] = (), tasks: int = 3) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     cfg = load_config(run_dir / "config.toml")
     shots = resolve_eval(cfg).shots
     family = SinusoidTasks(cfg.task.amplitude, cfg.task.phase, cfg.task.x_range)
@@ -119,7 +106,4 @@ def sinusoid_adaptation(run_dir: Path, baselines: Sequence[Path] = (), tasks: in
             ax.set_ylim(-6, 6)
     axes[0, 0].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    out = run_dir / "adaptation.png"
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return out
+    return save_figure(fig, plt, run_dir / "adaptation.png")

@@ -18,7 +18,7 @@ sections that only concern RL runs. Nothing here imports torch, gymnasium or MuJ
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from metagrad.config.schema import (
     ALGORITHM_CONFIGS,
@@ -56,6 +56,10 @@ class RLTaskConfig(TaskConfig):
     def problems(self) -> Iterator[Problem]:
         yield from at_least(self, 1, "horizon", "trajectories", "test_tasks", "test_trajectories")
 
+    def env_kwargs(self) -> dict[str, Any]:
+        """The environment constructor's arguments (none by default)."""
+        return {}
+
 
 @config_class
 class Navigation2DTaskConfig(RLTaskConfig):
@@ -69,6 +73,10 @@ class Navigation2DTaskConfig(RLTaskConfig):
         yield from super().problems()
         yield from positive(self, "action_scale")
 
+    def env_kwargs(self) -> dict[str, Any]:
+        """The environment constructor's arguments."""
+        return {"action_scale": self.action_scale}
+
 
 @config_class
 class LocomotionTaskConfig(RLTaskConfig):
@@ -80,6 +88,10 @@ class LocomotionTaskConfig(RLTaskConfig):
     def problems(self) -> Iterator[Problem]:
         yield from super().problems()
         yield from at_least(self, 1, "workers", "frame_skip")
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """The environment constructor's arguments."""
+        return {"frame_skip": self.frame_skip}
 
 
 @config_class

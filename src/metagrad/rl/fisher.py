@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from metagrad.functional.inner import gradients
 from metagrad.functional.optim import LearningRate, lr_schedule
-from metagrad.functional.params import Params
+from metagrad.functional.params import Params, detached
 from metagrad.rl.objectives import Batch, OldPolicy, reinforce_loss, surrogate_and_kl
 from metagrad.rl.sampler import per_task
 from metagrad.rl.trpo import flatten, unflatten
@@ -78,7 +78,7 @@ def adaptation_fisher_product(
     """
     tasks = valid.obs.shape[0]
     lrs = lr_schedule(inner_lr, len(train))
-    phi = per_task(policy, {k: v.detach() for k, v in theta.items()}, tasks)
+    phi = per_task(policy, detached(theta), tasks)
     steps: list[tuple[_Curvature, LearningRate]] = []
     for batch, lr in zip(train, lrs):
 

@@ -2,7 +2,7 @@
 
 One meta-iteration, all tasks batched (per-task parameters ``[tasks, ...]``):
 
-1. Sample ``trajs`` episodes per task with the meta-parameters ``theta``; process them
+1. Sample ``trajectories`` episodes per task with the meta-parameters ``theta``; process them
    (discounted returns, per-task linear baseline, GAE, per-task advantage normalisation).
 2. Adapt: one REINFORCE step per inner step with :func:`metagrad.functional.adapt` on the
    *sum* over tasks of each task's mean ``-log pi(a|s) * A`` (so each task gets its own
@@ -32,8 +32,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from metagrad.functional.optim import LearningRate, lr_schedule
+from metagrad.functional.optim import LearningRate
 from metagrad.functional.params import Params
+from metagrad.rl.adaptation import adaptation_rollouts
 from metagrad.rl.envs.base import BatchedEnv, Task
 from metagrad.rl.fisher import adaptation_fisher_product
 from metagrad.rl.objectives import (
@@ -43,9 +44,7 @@ from metagrad.rl.objectives import (
     process,
     surrogate_and_kl,
 )
-from metagrad.rl.sampler import per_task, rollout
-from metagrad.rl.trajectories import Trajectories
-from metagrad.rl.trpo import conjugate_gradient, flatten, line_search
+from metagrad.rl.trpo import Product, trpo_step
 
 
 @dataclass(frozen=True)
@@ -56,14 +55,14 @@ class MAMLTRPOConfig:
         inner_lr: inner step size, or one per inner step (e.g. ``(0.1, 0.05)``).
         inner_steps: adaptation steps during meta-training.
         first_order: ignore second derivatives of the adaptation (FOMAML).
-        trajs: episodes per task per sampling (20; 40 for ant direction).
+        trajectories: episodes per task per sampling (20; 40 for ant direction).
         gamma: discount.
         gae_lambda: GAE's lambda (1: plain returns minus baseline).
         max_kl: trust region on the mean KL.
         cg_iters: conjugate gradient iterations.
         cg_damping: damping added to the Hessian-vector products.
-        ls_ratio: backtracking factor of the line search.
-        ls_steps: line search candidates.
+        ls_backtrack_ratio: backtracking factor of the line search.
+        ls_max_steps: line search candidates.
         fisher_tasks: compute the KL's Hessian on the first ``fisher_tasks`` tasks only
             (faster; ``None``: all tasks).
     """
@@ -71,14 +70,14 @@ class MAMLTRPOConfig:
     inner_lr: float | Sequence[float] = 0.1
     inner_steps: int = 1
     first_order: bool = False
-    trajs: int = 20
+    trajectories: int = 20
     gamma: float = 0.99
     gae_lambda: float = 1.0
     max_kl: float = 0.01
     cg_iters: int = 10
     cg_damping: float = 1e-5
-    ls_ratio: float = 0.8
-    ls_steps: int = 15
+    ls_backtrack_ratio: float = 0.8
+    ls_max_steps: int = 15
     fisher_tasks: int | None = None
 
 
@@ -98,66 +97,33 @@ def trpo_update(
         valid: processed episodes sampled with the adapted parameters.
         config: hyper-parameters.
     """
-    timings: dict[str, float] = {}
     start = time.perf_counter()
     theta = {k: v.detach().requires_grad_() for k, v in theta.items()}
     adapted = adapt_policy(policy, theta, train, config.inner_lr, config.first_order)
     old = old_policy(policy, adapted, valid)
     loss = surrogate_and_kl(policy, adapted, valid, old)[0]
-    timings["adaptation"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    grad = flatten(dict(zip(theta, torch.autograd.grad(loss, list(theta.values())))))
+    adaptation = time.perf_counter() - start
     tasks = slice(config.fisher_tasks)  # the KL's Hessian on the first fisher_tasks tasks only
-    hvp = adaptation_fisher_product(
-        policy,
-        theta,
-        [b.select(tasks) for b in train],
-        valid.select(tasks),
-        old.select(tasks),
-        config.inner_lr,
-        config.first_order,
-        config.cg_damping,
-    )
-    direction = conjugate_gradient(hvp, grad, config.cg_iters)
-    shs = direction @ hvp(direction)
-    full_step = torch.sqrt(2 * config.max_kl / (shs + 1e-8)) * direction
-    timings["conjugate_gradient"] = time.perf_counter() - start
+
+    def hvp() -> Product:
+        return adaptation_fisher_product(
+            policy,
+            theta,
+            [b.select(tasks) for b in train],
+            valid.select(tasks),
+            old.select(tasks),
+            config.inner_lr,
+            config.first_order,
+            config.cg_damping,
+        )
 
     def evaluate(candidate: Params) -> tuple[Tensor, Tensor]:
         new = adapt_policy(policy, candidate, train, config.inner_lr, first_order=True)
         return surrogate_and_kl(policy, new, valid, old)
 
-    start = time.perf_counter()
-    result = line_search(
-        evaluate,
-        theta,
-        full_step.detach(),
-        float(loss.detach()),
-        config.max_kl,
-        config.ls_ratio,
-        config.ls_steps,
-    )
-    timings["line_search"] = time.perf_counter() - start
-    new_theta = {k: v.detach().requires_grad_() for k, v in result.params.items()}
-    stats = {
-        "loss_before": float(loss.detach()),
-        "loss_after": result.loss,
-        "kl": result.kl,
-        "step_fraction": result.step_fraction,
-        "line_search_evaluations": result.evaluations,
-        "accepted": result.accepted,
-        "time": timings,
-    }
+    new_theta, stats = trpo_step(loss, theta, hvp, evaluate, config)
+    stats["time"] = {"adaptation": adaptation, **stats["time"]}
     return new_theta, stats
-
-
-def _adapt_detached(
-    policy: nn.Module, params: Params, traj: Trajectories, lr: LearningRate, config: MAMLTRPOConfig
-) -> tuple[Batch, Params]:
-    batch = process(traj, config.gamma, config.gae_lambda)
-    new = adapt_policy(policy, params, [batch], lr, first_order=True)
-    return batch, {k: v.detach() for k, v in new.items()}
 
 
 def meta_iteration(
@@ -189,22 +155,29 @@ def meta_iteration(
     if config.inner_steps < 1:
         raise ValueError(f"MAML-TRPO needs inner_steps >= 1, got {config.inner_steps}")
     begin = time.perf_counter()
-    lrs = lr_schedule(config.inner_lr, config.inner_steps)
     timings = {"sampling": 0.0, "adaptation": 0.0}
-    params = per_task(policy, {k: v.detach() for k, v in theta.items()}, len(tasks))
     train, returns = [], []
-    for lr in [*lrs, None]:
-        start = time.perf_counter()
-        traj = rollout(env, policy, params, tasks, config.trajs, generator)
-        timings["sampling"] += time.perf_counter() - start
-        returns.append(traj.mean_return())
-        start = time.perf_counter()
-        if lr is None:
-            valid = process(traj, config.gamma, config.gae_lambda)
-        else:
-            batch, params = _adapt_detached(policy, params, traj, lr, config)
-            train.append(batch)
-        timings["adaptation"] += time.perf_counter() - start
+    for r in adaptation_rollouts(
+        env,
+        policy,
+        theta,
+        tasks,
+        config.trajectories,
+        config.inner_lr,
+        config.inner_steps,
+        config.gamma,
+        config.gae_lambda,
+        generator,
+    ):
+        timings["sampling"] += r.sampling_s
+        timings["adaptation"] += r.adaptation_s
+        returns.append(r.trajectories.mean_return())
+        if r.batch is not None:
+            train.append(r.batch)
+        else:  # the validation episodes, sampled with the adapted parameters
+            start = time.perf_counter()
+            valid = process(r.trajectories, config.gamma, config.gae_lambda)
+            timings["adaptation"] += time.perf_counter() - start
     new_theta, stats = trpo_update(policy, theta, train, valid, config)
     for key, value in stats.pop("time").items():
         timings[key] = timings.get(key, 0.0) + value
@@ -218,7 +191,7 @@ def evaluate_adaptation(
     policy: nn.Module,
     theta: Params,
     tasks: Sequence[Task],
-    trajs: int = 20,
+    trajectories: int = 20,
     inner_lr: LearningRate | Sequence[LearningRate] = (0.1, 0.05, 0.05),
     steps: int = 3,
     gamma: float = 0.99,
@@ -227,19 +200,14 @@ def evaluate_adaptation(
 ) -> list[float]:
     """Mean episode return on ``tasks`` after 0, 1, ..., ``steps`` adaptation steps.
 
-    Each step samples ``trajs`` fresh episodes per task with the current (adapted) parameters
-    and takes one REINFORCE step on them, as at meta-training time (the paper's test protocol).
+    Each step samples ``trajectories`` fresh episodes per task with the current (adapted)
+    parameters and takes one REINFORCE step on them, as at meta-training time (the paper's test
+    protocol; :func:`metagrad.rl.adaptation.adaptation_rollouts`).
 
     Returns:
         ``steps + 1`` average undiscounted returns.
     """
-    config = MAMLTRPOConfig(gamma=gamma, gae_lambda=gae_lambda)
-    lrs = lr_schedule(inner_lr, steps)
-    params = per_task(policy, {k: v.detach() for k, v in theta.items()}, len(tasks))
-    returns = []
-    for step in range(steps + 1):
-        traj = rollout(env, policy, params, tasks, trajs, generator)
-        returns.append(traj.mean_return())
-        if step < steps:
-            params = _adapt_detached(policy, params, traj, lrs[step], config)[1]
-    return returns
+    rollouts = adaptation_rollouts(
+        env, policy, theta, tasks, trajectories, inner_lr, steps, gamma, gae_lambda, generator
+    )
+    return [r.trajectories.mean_return() for r in rollouts]

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from metagrad.functional.inner import adapt
 from metagrad.functional.optim import LearningRate, lr_schedule
-from metagrad.functional.params import Params
+from metagrad.functional.params import Params, detached
 from metagrad.rl import baseline
 from metagrad.rl.policy import distribution, kl_divergence, log_prob
 from metagrad.rl.returns import discounted_returns, gae, normalize
@@ -112,7 +112,7 @@ def adapt_policy(
 def old_policy(policy: nn.Module, adapted: Params, valid: Batch) -> OldPolicy:
     """The (detached) adapted policy's distribution and log-probabilities on ``valid``."""
     with torch.no_grad():
-        mean, log_std = distribution(policy, {k: v.detach() for k, v in adapted.items()}, valid.obs)
+        mean, log_std = distribution(policy, detached(adapted), valid.obs)
         return OldPolicy(mean, log_std, log_prob(mean, log_std, valid.actions))
 
 

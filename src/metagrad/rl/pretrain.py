@@ -4,7 +4,7 @@ Each iteration samples episodes of every task of a meta-batch with the same para
 ``theta`` and takes one TRPO step on the mean over tasks of each task's surrogate (advantages
 from each task's own linear baseline, normalised per task, as for MAML), under the same trust
 region. There is no adaptation during training; at test time the policy is fine-tuned on each
-task with the same policy-gradient steps as MAML's (:mod:`metagrad.rl.testing`).
+task with the same policy-gradient steps as MAML's (:mod:`metagrad.rl.adaptation`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from metagrad.rl.envs.base import BatchedEnv, Task
 from metagrad.rl.maml_trpo import MAMLTRPOConfig
 from metagrad.rl.objectives import Batch, old_policy, process, surrogate_and_kl
 from metagrad.rl.sampler import per_task, rollout
-from metagrad.rl.trpo import conjugate_gradient, flatten, hessian_vector_product, line_search
+from metagrad.rl.trpo import Product, hessian_vector_product, trpo_step
 
 
-def trpo_step(
+def multitask_update(
     policy: nn.Module, theta: Params, batch: Batch, config: MAMLTRPOConfig
 ) -> tuple[Params, dict[str, Any]]:
     """One TRPO step of the shared parameters ``theta`` on the episodes of all tasks.
@@ -44,36 +44,17 @@ def trpo_step(
     tasks = batch.obs.shape[0]
     old = old_policy(policy, per_task(policy, theta, tasks), batch)
     loss, kl = surrogate_and_kl(policy, per_task(policy, theta, tasks), batch, old)
-    grads = torch.autograd.grad(loss, list(theta.values()), retain_graph=True)
-    hvp = hessian_vector_product(kl, theta, config.cg_damping)
-    direction = conjugate_gradient(hvp, flatten(dict(zip(theta, grads))), config.cg_iters)
-    shs = direction @ hvp(direction)
-    full_step = torch.sqrt(2 * config.max_kl / (shs + 1e-8)) * direction
-    cg_time = time.perf_counter() - start
+    forward = time.perf_counter() - start
 
     def evaluate(candidate: Params) -> tuple[Tensor, Tensor]:
         return surrogate_and_kl(policy, per_task(policy, candidate, tasks), batch, old)
 
-    start = time.perf_counter()
-    result = line_search(
-        evaluate,
-        theta,
-        full_step.detach(),
-        float(loss.detach()),
-        config.max_kl,
-        config.ls_ratio,
-        config.ls_steps,
-    )
-    stats = {
-        "loss_before": float(loss.detach()),
-        "loss_after": result.loss,
-        "kl": result.kl,
-        "step_fraction": result.step_fraction,
-        "line_search_evaluations": result.evaluations,
-        "accepted": result.accepted,
-        "time": {"conjugate_gradient": cg_time, "line_search": time.perf_counter() - start},
-    }
-    return {k: v.detach().requires_grad_() for k, v in result.params.items()}, stats
+    def hvp() -> Product:  # the KL shares the loss's graph: retained below
+        return hessian_vector_product(kl, theta, config.cg_damping)
+
+    new_theta, stats = trpo_step(loss, theta, hvp, evaluate, config, retain_graph=True)
+    stats["time"]["conjugate_gradient"] += forward  # the forward pass counts as before
+    return new_theta, stats
 
 
 def multitask_iteration(
@@ -84,7 +65,7 @@ def multitask_iteration(
     config: MAMLTRPOConfig,
     generator: torch.Generator | None = None,
 ) -> tuple[Params, dict[str, Any]]:
-    """Sample ``config.trajs`` episodes of each task with ``theta``, then one TRPO step.
+    """Sample ``config.trajectories`` episodes of each task with ``theta``, then one TRPO step.
 
     Returns:
         ``(new_theta, stats)`` as :func:`metagrad.rl.maml_trpo.meta_iteration`, without the
@@ -93,11 +74,11 @@ def multitask_iteration(
         ``processing``, ``conjugate_gradient``, ``line_search``, ``total``).
     """
     begin = time.perf_counter()
-    traj = rollout(env, policy, theta, tasks, config.trajs, generator)
+    traj = rollout(env, policy, theta, tasks, config.trajectories, generator)
     sampled = time.perf_counter()
     batch = process(traj, config.gamma, config.gae_lambda)
     timings = {"sampling": sampled - begin, "processing": time.perf_counter() - sampled}
-    new_theta, stats = trpo_step(policy, theta, batch, config)
+    new_theta, stats = multitask_update(policy, theta, batch, config)
     timings.update(stats.pop("time"))
     timings["total"] = time.perf_counter() - begin
     ret = traj.mean_return()

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from metagrad.functional.params import Params, expand_tasks
+from metagrad.functional.params import Params, detached, expand_tasks
 from metagrad.rl.envs.base import BatchedEnv, Task
 from metagrad.rl.policy import distribution, sample
 from metagrad.rl.trajectories import Trajectories
@@ -76,7 +76,7 @@ def rollout(
     """
     if trajs < 1:
         raise ValueError(f"trajs must be >= 1, got {trajs}")
-    params = per_task(policy, {k: v.detach() for k, v in params.items()}, len(tasks))
+    params = per_task(policy, detached(params), len(tasks))
     dtype = next(iter(params.values())).dtype
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
     obs = env.reset(tasks, trajs, seed).to(dtype)  # [tasks, trajs, obs]

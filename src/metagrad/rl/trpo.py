@@ -1,6 +1,7 @@
-"""TRPO's building blocks on parameter dicts: flat vectors, Hessian-vector products, conjugate
-gradient and the backtracking line search (Schulman et al. 2015, as in rllab's
-``ConjugateGradientOptimizer``).
+"""TRPO on parameter dicts (Schulman et al. 2015, as in rllab's ``ConjugateGradientOptimizer``):
+flat vectors, Hessian-vector products, conjugate gradient, the backtracking line search, and
+:func:`trpo_step`, the whole step built from them (MAML-TRPO and the pretrained baseline differ
+only in the loss, the Hessian-vector product and the candidates' evaluation).
 
 The Hessian-vector product is exact: the gradient of the constraint is built with
 ``create_graph=True`` once, and each product is one more backward pass through it (double
@@ -10,15 +11,31 @@ product goes through the adaptation too. (The paper's TRPO used finite differenc
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from metagrad.functional.params import Params
+from metagrad.functional.params import Params, detached
 
 Evaluate = Callable[[Params], tuple[Tensor, Tensor]]
+Product = Callable[[Tensor], Tensor]
+
+
+class TRPOSettings(Protocol):
+    """The settings :func:`trpo_step` reads (e.g. :class:`metagrad.rl.maml_trpo.MAMLTRPOConfig`)."""
+
+    @property
+    def max_kl(self) -> float: ...
+    @property
+    def cg_iters(self) -> int: ...
+    @property
+    def ls_backtrack_ratio(self) -> float: ...
+    @property
+    def ls_max_steps(self) -> int: ...
 
 
 def flatten(tensors: Params) -> Tensor:
@@ -126,7 +143,7 @@ def line_search(
         ratio: backtracking factor.
         max_steps: number of candidates.
     """
-    flat = flatten({k: v.detach() for k, v in params.items()})
+    flat = flatten(detached(params))
     fraction = 1.0
     for k in range(max_steps):
         candidate = unflatten(flat - fraction * full_step, params)
@@ -137,3 +154,61 @@ def line_search(
         fraction *= ratio
     old = {n: v.detach().clone() for n, v in params.items()}
     return LineSearchResult(old, loss_before, 0.0, 0.0, max_steps, False)
+
+
+def trpo_step(
+    loss: Tensor,
+    params: Params,
+    hvp: Callable[[], Product],
+    evaluate: Evaluate,
+    config: TRPOSettings,
+    retain_graph: bool = False,
+) -> tuple[Params, dict[str, Any]]:
+    """One TRPO step: gradient, conjugate gradient, trust-region scaling, line search.
+
+    The direction ``d`` solves ``H d = g`` (``g`` the gradient of ``loss``, ``H`` the
+    constraint's Hessian given by ``hvp``) by conjugate gradient; the full step is
+    ``sqrt(2 max_kl / d^T H d) d``, backtracked by :func:`line_search`.
+
+    Args:
+        loss: the surrogate loss at ``params``, with its graph.
+        params: the leaf parameters ``loss`` was computed from.
+        hvp: builds the constraint's Hessian-vector product (called once, after the gradient
+            of ``loss`` is taken).
+        evaluate: ``evaluate(candidate) -> (loss, kl)`` for the line search.
+        config: ``max_kl``, ``cg_iters``, ``ls_backtrack_ratio``, ``ls_max_steps``.
+        retain_graph: keep the graph of ``loss`` after its gradient (when ``hvp`` shares it).
+
+    Returns:
+        New leaf parameters (requiring grad) and statistics: ``loss_before``, ``loss_after``,
+        ``kl``, ``step_fraction``, ``line_search_evaluations``, ``accepted`` and ``time``
+        (seconds in ``conjugate_gradient``: gradient, product and solve; ``line_search``).
+    """
+    start = time.perf_counter()
+    grads = torch.autograd.grad(loss, list(params.values()), retain_graph=retain_graph)
+    product = hvp()
+    direction = conjugate_gradient(product, flatten(dict(zip(params, grads))), config.cg_iters)
+    shs = direction @ product(direction)
+    full_step = torch.sqrt(2 * config.max_kl / (shs + 1e-8)) * direction
+    cg_time = time.perf_counter() - start
+
+    start = time.perf_counter()
+    result = line_search(
+        evaluate,
+        params,
+        full_step.detach(),
+        float(loss.detach()),
+        config.max_kl,
+        config.ls_backtrack_ratio,
+        config.ls_max_steps,
+    )
+    stats = {
+        "loss_before": float(loss.detach()),
+        "loss_after": result.loss,
+        "kl": result.kl,
+        "step_fraction": result.step_fraction,
+        "line_search_evaluations": result.evaluations,
+        "accepted": result.accepted,
+        "time": {"conjugate_gradient": cg_time, "line_search": time.perf_counter() - start},
+    }
+    return {k: v.detach().requires_grad_() for k, v in result.params.items()}, stats

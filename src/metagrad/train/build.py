@@ -31,6 +31,7 @@ from metagrad.config import (
     SinusoidTaskConfig,
     resolve_eval,
 )
+from metagrad.errors import UsageError
 from metagrad.evaluate.mean import MeanPredictor
 from metagrad.models import MODELS
 from metagrad.registry import Registry
@@ -38,6 +39,12 @@ from metagrad.tasks.sinusoid import SinusoidTasks, TaskStream, fixed_tasks
 from metagrad.types import Loss, TaskBatch
 
 VAL_SEED_OFFSET = 1_000_003  # validation tasks come from a stream distinct from the test one
+
+
+def eval_seed(cfg: ExperimentConfig, split: str) -> int:
+    """The seed of the fixed tasks of ``split`` ("val" or "test"), for every kind of run:
+    ``eval.seed`` for the test, offset by :data:`VAL_SEED_OFFSET` for validation."""
+    return cfg.eval.seed + (VAL_SEED_OFFSET if split == "val" else 0)
 
 
 class TrainStream(Protocol):
@@ -100,7 +107,7 @@ def _sinusoid(cfg: ExperimentConfig, ev: EvalSettings) -> Tasks:
     stream = TaskStream(family, task.shots, task.queries, cfg.seed)
 
     def fixed(split: str, start: int, count: int) -> TaskBatch:
-        seed = cfg.eval.seed + (VAL_SEED_OFFSET if split == "val" else 0)
+        seed = eval_seed(cfg, split)
         # Validation episodes are shaped as the test's, so that validation predicts the test
         # (Reptile trains on 10 shots per class and is tested on 1 or 5).
         return fixed_tasks(family, seed, start, count, ev.shots, ev.queries)[0]
@@ -139,7 +146,7 @@ def _omniglot(cfg: ExperimentConfig, ev: EvalSettings) -> Tasks:
             ev.shots,
             ev.queries,
             rotations=sets["val"].rotations,
-            seed=cfg.eval.seed + VAL_SEED_OFFSET,
+            seed=eval_seed(cfg, "val"),
         ),
         "test": EpisodeSampler(
             sets["test"].images,
@@ -147,7 +154,7 @@ def _omniglot(cfg: ExperimentConfig, ev: EvalSettings) -> Tasks:
             ev.shots,
             ev.queries,
             rotations=sets["test"].rotations,
-            seed=cfg.eval.seed,
+            seed=eval_seed(cfg, "test"),
         ),
     }
 
@@ -217,7 +224,7 @@ def _pretrained(cfg: ExperimentConfig, model: nn.Module, loss: Loss, family=None
 def _mean(cfg: ExperimentConfig, model: nn.Module, loss: Loss, family=None) -> MeanPredictor:
     mean_fn = getattr(family, "mean_curve", None)
     if mean_fn is None:
-        raise ValueError(
+        raise UsageError(
             f"the mean baseline needs a task family with a mean function; "
             f"{cfg.task.family!r} has none"
         )

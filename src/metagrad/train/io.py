@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from metagrad.errors import UsageError
+
 PathLike = str | os.PathLike[str]
 
 
@@ -116,7 +118,7 @@ def read_jsonl(path: PathLike) -> list[dict[str, Any]]:
         except json.JSONDecodeError as e:
             if number == len(lines):  # unterminated last line: an interrupted append
                 break
-            raise ValueError(f"{path}:{number}: not a JSON record ({e.msg})") from None
+            raise UsageError(f"{path}:{number}: not a JSON record ({e.msg})") from None
     return records
 
 

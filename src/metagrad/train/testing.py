@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,13 +18,10 @@ from metagrad.config import (
 from metagrad.evaluate.mean import MeanPredictor
 from metagrad.evaluate.protocol import EvalResult, evaluate
 from metagrad.train.build import Experiment, build_experiment
-from metagrad.train.checkpoint import load_checkpoint
-from metagrad.train.io import atomic_write_text
+from metagrad.train.results import RESULTS_FILE, load_named_checkpoint, write_report
 
 if TYPE_CHECKING:
-    from metagrad.rl.testing import RLEvalResult
-
-RESULTS_FILE = "results.json"
+    from metagrad.train.rl_testing import RLEvalResult
 
 
 def _inner(exp: Experiment) -> tuple[InnerLoop, int | None]:
@@ -88,18 +83,6 @@ def validation_metric(exp: Experiment) -> tuple[float, dict]:
     return metric, summary
 
 
-def results_file(checkpoint: str = "best", overrides: Sequence[str] = ()) -> str:
-    """Where a test's report goes in the run directory: ``results.json`` for the run's own test
-    (checkpoint ``best``, its own config), a name that says what differs otherwise, so that a
-    variant (``results-last.json``, ``results-best-eval.transductive=false.json``) never
-    overwrites the run's result."""
-    if checkpoint == "best" and not overrides:
-        return RESULTS_FILE
-    name = Path(checkpoint).name.removesuffix(".safetensors")
-    tag = "-".join([name, *overrides]).replace("/", "_").replace(" ", "")
-    return f"results-{tag}.json"
-
-
 def run_test(
     run_dir: Path,
     checkpoint: str = "best",
@@ -111,35 +94,33 @@ def run_test(
 
     Args:
         run_dir: the run directory.
-        checkpoint: "best", "last", "last.prev", or a path to a ``.safetensors`` checkpoint
-            directory/name saved by metagrad.
+        checkpoint: "best", "last", "last.prev", a path to a ``.safetensors`` checkpoint
+            saved by metagrad, or "untrained" (see
+            :func:`metagrad.train.results.load_named_checkpoint`).
         exp: an already built experiment (its model gets the checkpoint's weights).
         cfg: the config to test with (default: the run's own ``config.toml``).
-        results: the results file's name in ``run_dir`` (see :func:`results_file`).
+        results: the results file's name in ``run_dir`` (see
+            :func:`metagrad.train.results.results_file`).
     """
     cfg = cfg or (exp.cfg if exp else load_config(run_dir / "config.toml"))
     if cfg.task.kind == "rl":  # meta-RL: average return after each adaptation step
-        from metagrad.rl.testing import run_rl_test
+        from metagrad.train.rl_testing import run_rl_test
 
         return run_rl_test(run_dir, checkpoint, cfg=cfg, results=results)
     exp = exp or build_experiment(cfg)
     source = _load_weights(exp, run_dir, checkpoint)
     result = evaluate_split(exp, "test", cfg.eval.tasks)
     report = {"name": cfg.name, "checkpoint": source, **result.to_dict()}
-    atomic_write_text(run_dir / results, json.dumps(report, indent=2) + "\n")
-    print(f"meta-test of {cfg.name} ({source}):\n{result.table()}", flush=True)
+    write_report(run_dir, results, report, result.table())
     return result
 
 
 def _load_weights(exp: Experiment, run_dir: Path, checkpoint: str) -> str:
     if isinstance(exp.learner, MeanPredictor):
         return "no weights (mean predictor)"
-    if checkpoint == "untrained":
-        return f"untrained initialisation (seed {exp.cfg.seed})"
-    path = Path(checkpoint)
-    if path.suffix == ".safetensors" or path.parent != Path("."):
-        run_dir, checkpoint = path.parent, path.name.removesuffix(".safetensors")
-    weights, state = load_checkpoint(run_dir, checkpoint, expected=exp.model.state_dict())
-    exp.model.load_state_dict(weights)
-    exp.learner.load_state_dict(state.get("learner", {}))
-    return f"{checkpoint} at step {state['step']}"
+    expected = exp.model.state_dict()
+    weights, state, source = load_named_checkpoint(run_dir, checkpoint, expected, exp.cfg.seed)
+    if weights is not None:
+        exp.model.load_state_dict(weights)
+        exp.learner.load_state_dict(state.get("learner", {}))
+    return source

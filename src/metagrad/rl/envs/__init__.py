@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from metagrad.registry import Registry
 from metagrad.rl.envs.base import BatchedEnv, Task
 from metagrad.rl.envs.navigation import Navigation2D
 from metagrad.rl.envs.tasks import (
@@ -62,34 +63,30 @@ class TaskFamily:
 
 
 _ENVS = "metagrad.rl.envs"
-FAMILIES: dict[str, TaskFamily] = {
-    f.name: f
-    for f in [
-        TaskFamily(
-            "navigation-2d", navigation_tasks, 100, f"{_ENVS}.navigation_gym:Navigation2DEnv"
-        ),
-        TaskFamily(
-            "half-cheetah-vel",
-            half_cheetah_vel_tasks,
-            200,
-            f"{_ENVS}.half_cheetah:HalfCheetahVelEnv",
-        ),
-        TaskFamily(
-            "half-cheetah-dir",
-            half_cheetah_dir_tasks,
-            200,
-            f"{_ENVS}.half_cheetah:HalfCheetahDirEnv",
-        ),
-        TaskFamily("ant-vel", ant_vel_tasks, 200, f"{_ENVS}.ant:AntVelEnv"),
-        TaskFamily("ant-dir", ant_dir_tasks, 200, f"{_ENVS}.ant:AntDirEnv"),
-    ]
-}
+FAMILIES: Registry[TaskFamily] = Registry("task family")
+for _family in [
+    TaskFamily("navigation-2d", navigation_tasks, 100, f"{_ENVS}.navigation_gym:Navigation2DEnv"),
+    TaskFamily(
+        "half-cheetah-vel",
+        half_cheetah_vel_tasks,
+        200,
+        f"{_ENVS}.half_cheetah:HalfCheetahVelEnv",
+    ),
+    TaskFamily(
+        "half-cheetah-dir",
+        half_cheetah_dir_tasks,
+        200,
+        f"{_ENVS}.half_cheetah:HalfCheetahDirEnv",
+    ),
+    TaskFamily("ant-vel", ant_vel_tasks, 200, f"{_ENVS}.ant:AntVelEnv"),
+    TaskFamily("ant-dir", ant_dir_tasks, 200, f"{_ENVS}.ant:AntDirEnv"),
+]:
+    FAMILIES.add(_family.name, _family)
 
 
 def get_family(name: str) -> TaskFamily:
-    """The task family called ``name`` (see the module docstring)."""
-    if name not in FAMILIES:
-        raise KeyError(f"unknown task family {name!r}: expected one of {sorted(FAMILIES)}")
+    """The task family called ``name`` (see the module docstring); an unknown name is a
+    :class:`~metagrad.registry.UnknownName` (``KeyError``) that says which one was meant."""
     return FAMILIES[name]
 
 

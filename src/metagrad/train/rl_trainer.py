@@ -1,8 +1,10 @@
-"""The run loop of RL experiments, with the run-directory contract of every metagrad run.
+"""Meta-training of RL experiments: what one step of the shared
+:func:`metagrad.train.loop.run_loop` does, and what its checkpoints hold.
 
 ``metagrad train configs/rl/maml_trpo_nav2d.toml`` lands here (through
-:func:`metagrad.train.trainer.train`, which dispatches on ``cfg.task.kind == "rl"``). The run
-directory holds the same files as a supervised run's:
+:func:`metagrad.train.trainer.train`, which dispatches on ``cfg.task.kind == "rl"``). A step is
+one MAML-TRPO meta-iteration (or, for the pretrained baseline, one multi-task TRPO iteration)
+on a meta-batch of tasks. The run directory holds the same files as a supervised run's:
 
 - ``config.toml``: the resolved config;
 - ``metrics.jsonl`` and TensorBoard events: per logged meta-iteration ("train") the return
@@ -15,7 +17,7 @@ directory holds the same files as a supervised run's:
 - checkpoints ``last`` and ``best`` (highest validation return over the adaptation steps)
   holding the policy parameters as weights and the step, the best metric and the states of
   every random number generator (the global ones and the generator all sampling draws from);
-- ``results.json`` after the final test (:mod:`metagrad.rl.testing`).
+- ``results.json`` after the final test (:mod:`metagrad.train.rl_testing`).
 
 A stopped run resumes exactly: on CPU with one thread, N iterations, resume and N more give
 bit-identical parameters to 2N uninterrupted ones (validation draws from its own fixed
@@ -25,22 +27,18 @@ generator, so it never shifts the training stream).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from metagrad.config import ExperimentConfig, selection_score, val_metric
-from metagrad.functional.params import Params
-from metagrad.rl.build import RLExperiment, build_rl_experiment
-from metagrad.rl.testing import run_rl_test, validate
-from metagrad.train.checkpoint import (
-    capture_rng_state,
-    restore_rng_state,
-    save_checkpoint,
-)
-from metagrad.train.monitor import Monitor
-from metagrad.train.trainer import TrainResult, load_resume_checkpoint, start_run
+from metagrad.functional.params import Params, detached
+from metagrad.train.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+from metagrad.train.loop import SinceLog, TrainResult, load_resume_checkpoint, run_loop, start_run
+from metagrad.train.rl_build import RLExperiment, build_rl_experiment
+from metagrad.train.rl_testing import run_rl_test, validate
 
 TIMED = ("sampling", "adaptation", "processing", "conjugate_gradient", "line_search", "total")
 
@@ -75,27 +73,13 @@ def _env_clock(exp: RLExperiment) -> dict[str, float]:
 
 
 def train_rl(
-    cfg: ExperimentConfig,
-    run_dir: Path,
-    resume: bool = False,
-    test: bool = True,
-    max_steps: int | None = None,
+    cfg: ExperimentConfig, run_dir: Path, resume: bool, test: bool, max_steps: int | None
 ) -> TrainResult:
     """Meta-train the RL experiment ``cfg`` into ``run_dir`` (or resume it), then meta-test.
 
-    Args:
-        cfg: an RL experiment (task kind "rl").
-        run_dir: the run directory (see the module docstring).
-        resume: continue from the ``last`` checkpoint of ``run_dir``.
-        test: meta-test the best (else last) checkpoint once all iterations are done.
-        max_steps: stop after this meta-iteration (the run can be resumed).
-
-    Returns:
-        The run directory, the meta-iterations done, the best validation return and the test
-        result (:class:`metagrad.rl.testing.RLEvalResult`) if it ran.
+    Arguments and result as :func:`metagrad.train.trainer.train`'s; the test result is a
+    :class:`metagrad.train.rl_testing.RLEvalResult`.
     """
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
     if not resume:
         start_run(cfg, run_dir)
     t = cfg.train
@@ -105,25 +89,18 @@ def train_rl(
         step, best = 0, None
         if resume:
             theta, step, best = _restore(exp, generator, run_dir)
-        stop = min(t.iterations, max_steps or t.iterations)
-        monitor = Monitor(run_dir, t.iterations, step)
-        try:
-            while step < stop:
-                theta, stats = _iteration(exp, theta, generator)
-                step += 1
-                monitor.advance(step, stats["loss_after"])
-                if step % t.log_every == 0 or step == stop:
-                    monitor.log(step, "train", stats)
-                if t.val_every and (step % t.val_every == 0 or step == t.iterations):
-                    metric, summary = _validate(exp, theta)
-                    monitor.log(step, "val", summary)
-                    if best is None or metric > best:
-                        best = metric
-                        _save(run_dir, "best", theta, generator, step, best)
-                if (t.checkpoint_every and step % t.checkpoint_every == 0) or step == stop:
-                    _save(run_dir, "last", theta, generator, step, best)
-        finally:
-            monitor.close()
+
+        def train_step(done: int) -> tuple[float, Callable[[SinceLog], dict[str, Any]]]:
+            nonlocal theta
+            theta, stats = _iteration(exp, theta, generator)
+            return stats["loss_after"], lambda since: stats
+
+        def save(name: str, step: int, best: float | None, wall: float | None) -> None:
+            _save(run_dir, name, theta, generator, step, best)
+
+        step, best = run_loop(
+            run_dir, t, step, best, train_step, lambda: _validate(exp, theta), save, max_steps
+        )
         result = None
         if test and step >= t.iterations:
             checkpoint = "best" if best is not None else "last"
@@ -183,7 +160,7 @@ def _save(
         "generator": generator.get_state(),
         "best_metric": best,
     }
-    save_checkpoint(run_dir, name, {k: v.detach() for k, v in theta.items()}, state)
+    save_checkpoint(run_dir, name, detached(theta), state)
 
 
 def _restore(

@@ -20,15 +20,14 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from metagrad.cli.plots import _pyplot
+from metagrad.cli.figures import pyplot, save_figure
 from metagrad.config import load_config, resolve_eval
-from metagrad.functional.optim import lr_schedule
-from metagrad.rl.build import build_rl_experiment
-from metagrad.rl.objectives import adapt_policy, process
-from metagrad.rl.sampler import per_task, rollout
-from metagrad.rl.testing import RESULTS_FILE, load_theta
+from metagrad.rl.adaptation import adaptation_rollouts
 from metagrad.train.checkpoint import intact_checkpoints
 from metagrad.train.io import read_jsonl
+from metagrad.train.results import RESULTS_FILE
+from metagrad.train.rl_build import build_rl_experiment
+from metagrad.train.rl_testing import load_theta
 
 # The paper's average returns after 0..3 steps and the oracle's (REFERENCE.md; Figures 4, 5).
 PAPER: dict[str, tuple[tuple[float, ...], float]] = {
@@ -70,7 +69,7 @@ def _records(run: Path, split: str) -> list[dict]:
 
 def return_vs_iteration(run_dir: Path, baselines: Sequence[Path] = ()) -> Path:
     """Return before / after adaptation against the meta-iteration."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, run in enumerate([run_dir, *baselines]):
         color, name = f"C{i}", _label(run)
@@ -101,12 +100,12 @@ def return_vs_iteration(run_dir: Path, baselines: Sequence[Path] = ()) -> Path:
     ax.legend(fontsize=7)
     fig.suptitle(f"{run_dir.name}: return before (dotted) and after adaptation", fontsize=10)
     fig.tight_layout()
-    return _save(fig, plt, run_dir / "return_vs_iteration.png")
+    return save_figure(fig, plt, run_dir / "return_vs_iteration.png")
 
 
 def return_vs_steps(runs: Sequence[Path], family: str, out_dir: Path) -> Path:
     """Test return against the number of adaptation steps, each run with its 95% interval."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     reports = [json.loads((run / RESULTS_FILE).read_text()) for run in runs]
     for i, (run, report) in enumerate(zip(runs, reports)):
@@ -129,12 +128,12 @@ def return_vs_steps(runs: Sequence[Path], family: str, out_dir: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, plt, out_dir / "return_vs_steps.png")
+    return save_figure(fig, plt, out_dir / "return_vs_steps.png")
 
 
 def timing(run_dir: Path) -> Path:
     """Seconds per meta-iteration, stacked by phase."""
-    plt = _pyplot()
+    plt = pyplot()
     train = _records(run_dir, "train")
     fig, ax = plt.subplots(figsize=(7, 3.6))
     steps = [r["step"] for r in train]
@@ -149,7 +148,7 @@ def timing(run_dir: Path) -> Path:
     ax.set(xlabel="meta-iteration", ylabel="seconds")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, plt, run_dir / "timing.png")
+    return save_figure(fig, plt, run_dir / "timing.png")
 
 
 def _paths(run: Path, shown: int = 3):
@@ -157,7 +156,6 @@ def _paths(run: Path, shown: int = 3):
     before adaptation, after 1 step and after the test's last step."""
     cfg = load_config(run / "config.toml")
     ev = resolve_eval(cfg)
-    lrs = lr_schedule(ev.inner_lr, ev.inner_steps)
     steps = sorted({0, min(1, ev.inner_steps), ev.inner_steps})
     with build_rl_experiment(cfg) as exp:
         checkpoints = intact_checkpoints(run)
@@ -165,23 +163,22 @@ def _paths(run: Path, shown: int = 3):
         theta = load_theta(exp, run, name)[0]
         generator = exp.fixed_generator("test")
         task = exp.family.sample_tasks(1, generator)
-        params = per_task(exp.policy, theta, 1)
+        u = exp.update
+        settings = (cfg.task.trajectories, ev.inner_lr, ev.inner_steps, u.gamma, u.gae_lambda)
+        rollouts = adaptation_rollouts(exp.env, exp.policy, theta, task, *settings, generator)
         paths = {}
-        for k in range(ev.inner_steps + 1):
-            traj = rollout(exp.env, exp.policy, params, task, cfg.task.trajectories, generator)
-            if k in steps:
-                lengths = traj.lengths()[0].long().tolist()
-                paths[k] = [traj.obs[0, e, : lengths[e]].numpy() for e in range(shown)]
-            if k < ev.inner_steps:
-                batch = process(traj, exp.update.gamma, exp.update.gae_lambda)
-                new = adapt_policy(exp.policy, params, [batch], lrs[k], first_order=True)
-                params = {n: v.detach() for n, v in new.items()}
+        for r in rollouts:
+            if r.step in steps:
+                lengths = r.trajectories.lengths()[0].long().tolist()
+                paths[r.step] = [
+                    r.trajectories.obs[0, e, : lengths[e]].numpy() for e in range(shown)
+                ]
     return task[0]["goal"], paths
 
 
 def trajectories(run_dir: Path, baselines: Sequence[Path] = ()) -> Path:
     """Episodes on the first test goal before and after adaptation (2D navigation)."""
-    plt = _pyplot()
+    plt = pyplot()
     runs = [r for r in [run_dir, *baselines] if (r / "config.toml").exists()]
     fig, axes = plt.subplots(1, len(runs), figsize=(4 * len(runs), 4), squeeze=False)
     for ax, run in zip(axes[0], runs):
@@ -195,13 +192,7 @@ def trajectories(run_dir: Path, baselines: Sequence[Path] = ()) -> Path:
         ax.set(xlim=(-0.6, 0.6), ylim=(-0.6, 0.6), aspect="equal", title=_label(run))
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, plt, run_dir / "trajectories.png")
-
-
-def _save(fig, plt, path: Path) -> Path:
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, plt, run_dir / "trajectories.png")
 
 
 __all__ = ["plot_rl_run", "return_vs_iteration", "return_vs_steps", "timing", "trajectories"]

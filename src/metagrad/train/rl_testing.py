@@ -12,28 +12,20 @@ on identical tasks.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 from metagrad.config import ExperimentConfig, load_config, resolve_eval
 from metagrad.evaluate.protocol import Summary, summarize
 from metagrad.functional.optim import LearningRate, lr_schedule
 from metagrad.functional.params import Params
-from metagrad.rl.build import RLExperiment, build_rl_experiment
-from metagrad.rl.envs.base import BatchedEnv, Task
-from metagrad.rl.objectives import adapt_policy, process
-from metagrad.rl.sampler import per_task, rollout
-from metagrad.train.checkpoint import load_checkpoint
-from metagrad.train.io import atomic_write_text
-
-RESULTS_FILE = "results.json"
+from metagrad.rl.adaptation import adaptation_returns
+from metagrad.train.results import RESULTS_FILE, load_named_checkpoint, write_report
+from metagrad.train.rl_build import RLExperiment, build_rl_experiment
 
 
 @dataclass(frozen=True)
@@ -79,36 +71,6 @@ class RLEvalResult:
         )
 
 
-def adaptation_returns(
-    env: BatchedEnv,
-    policy: nn.Module,
-    theta: Params,
-    tasks: Sequence[Task],
-    trajs: int,
-    inner_lr: LearningRate | Sequence[LearningRate],
-    steps: int,
-    gamma: float = 0.99,
-    gae_lambda: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> np.ndarray:
-    """Each task's mean return after 0..``steps`` policy-gradient steps: ``[steps + 1, tasks]``.
-
-    The same computation as :func:`metagrad.rl.maml_trpo.evaluate_adaptation` (which returns
-    the mean over tasks), kept per task for the intervals.
-    """
-    lrs = lr_schedule(inner_lr, steps)
-    params = per_task(policy, {k: v.detach() for k, v in theta.items()}, len(tasks))
-    rows = []
-    for step in range(steps + 1):
-        traj = rollout(env, policy, params, tasks, trajs, generator)
-        rows.append(traj.returns().mean(1).double().numpy())
-        if step < steps:
-            batch = process(traj, gamma, gae_lambda)
-            new = adapt_policy(policy, params, [batch], lrs[step], first_order=True)
-            params = {k: v.detach() for k, v in new.items()}
-    return np.stack(rows)
-
-
 def evaluate_split(
     exp: RLExperiment,
     theta: Params,
@@ -116,17 +78,17 @@ def evaluate_split(
     tasks: int,
     steps: int,
     inner_lr: LearningRate | Sequence[LearningRate],
-    trajs: int,
+    trajectories: int,
 ) -> RLEvalResult:
     """Adapt to ``tasks`` fixed tasks of ``split`` ("val" or "test") and score each step."""
     start = time.perf_counter()
-    generator = exp.fixed_generator(split)
-    fixed = exp.family.sample_tasks(tasks, generator)
+    g = exp.fixed_generator(split)
+    fixed = exp.family.sample_tasks(tasks, g)
     u = exp.update
     returns = adaptation_returns(
-        exp.env, exp.policy, theta, fixed, trajs, inner_lr, steps, u.gamma, u.gae_lambda, generator
+        exp.env, exp.policy, theta, fixed, trajectories, inner_lr, steps, u.gamma, u.gae_lambda, g
     )
-    return RLEvalResult(returns, trajs, time.perf_counter() - start)
+    return RLEvalResult(returns, trajectories, time.perf_counter() - start)
 
 
 def validate(exp: RLExperiment, theta: Params) -> RLEvalResult:
@@ -145,13 +107,9 @@ def validate(exp: RLExperiment, theta: Params) -> RLEvalResult:
 def load_theta(exp: RLExperiment, run_dir: Path, checkpoint: str) -> tuple[Params, str]:
     """The parameters of ``checkpoint`` ("best", "last", "last.prev", a ``.safetensors``
     path, or "untrained" for the seeded initialisation) and a description of them."""
-    if checkpoint == "untrained":
-        return exp.initial_theta(), f"untrained initialisation (seed {exp.cfg.seed})"
-    path = Path(checkpoint)
-    if path.suffix == ".safetensors" or path.parent != Path("."):
-        run_dir, checkpoint = path.parent, path.name.removesuffix(".safetensors")
-    weights, state = load_checkpoint(run_dir, checkpoint, expected=exp.policy.state_dict())
-    return exp.as_theta(weights), f"{checkpoint} at step {state['step']}"
+    expected = exp.policy.state_dict()
+    weights, _, source = load_named_checkpoint(run_dir, checkpoint, expected, exp.cfg.seed)
+    return exp.initial_theta() if weights is None else exp.as_theta(weights), source
 
 
 def run_rl_test(
@@ -192,6 +150,5 @@ def run_rl_test(
         "inner_lr": [float(lr) for lr in lrs],
         **result.to_dict(),
     }
-    atomic_write_text(run_dir / results, json.dumps(report, indent=2) + "\n")
-    print(f"meta-test of {cfg.name} ({source}):\n{result.table()}", flush=True)
+    write_report(run_dir, results, report, result.table())
     return result

@@ -8,8 +8,8 @@ the experiment (or use it as a context manager) when done.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -18,19 +18,23 @@ from torch import Tensor
 from metagrad.config import (
     ExperimentConfig,
     GaussianMLPConfig,
-    MAMLTRPOAlgorithmConfig,
     PretrainedRLConfig,
     RLTaskConfig,
 )
-from metagrad.config.rl_schema import Navigation2DTaskConfig
+from metagrad.errors import UsageError
 from metagrad.functional.params import Params
+from metagrad.registry import Registry
 from metagrad.rl.envs import TaskFamily, get_family, make_batched_env
 from metagrad.rl.envs.base import BatchedEnv, Task
 from metagrad.rl.maml_trpo import MAMLTRPOConfig, meta_iteration
 from metagrad.rl.policy import GaussianMLPPolicy
 from metagrad.rl.pretrain import multitask_iteration
+from metagrad.train.build import eval_seed
 
-VAL_SEED_OFFSET = 1_000_003  # validation tasks come from a stream distinct from the test one
+Iteration = Callable[..., tuple[Params, dict[str, Any]]]  # (env, policy, theta, tasks, ...)
+ITERATIONS: Registry[Iteration] = Registry("RL algorithm")
+ITERATIONS.add("maml_trpo", meta_iteration)
+ITERATIONS.add("pretrained_rl", multitask_iteration)
 
 
 @dataclass
@@ -44,7 +48,7 @@ class RLExperiment:
         policy: the Gaussian MLP policy (its parameters are the initialisation).
         update: the library's hyper-parameters: episodes per task, TRPO, inner loop (for the
             pretrained baseline ``inner_lr`` is its test-time step size).
-        meta: ``True`` for MAML-TRPO, ``False`` for the multi-task pretrained baseline.
+        iterate: one training iteration of the algorithm (:data:`ITERATIONS`).
     """
 
     cfg: ExperimentConfig
@@ -52,7 +56,7 @@ class RLExperiment:
     env: BatchedEnv
     policy: GaussianMLPPolicy
     update: MAMLTRPOConfig
-    meta: bool
+    iterate: Iteration
 
     def initial_theta(self) -> Params:
         """Detached copies of the policy's initial parameters (seeded by ``cfg.seed``)."""
@@ -70,14 +74,11 @@ class RLExperiment:
         self, theta: Params, tasks: Sequence[Task], generator: torch.Generator
     ) -> tuple[Params, dict[str, Any]]:
         """One meta-iteration (MAML-TRPO) or multi-task TRPO iteration (pretrained) on ``tasks``."""
-        if self.meta:
-            return meta_iteration(self.env, self.policy, theta, tasks, self.update, generator)
-        return multitask_iteration(self.env, self.policy, theta, tasks, self.update, generator)
+        return self.iterate(self.env, self.policy, theta, tasks, self.update, generator)
 
     def fixed_generator(self, split: str) -> torch.Generator:
         """The generator of a fixed evaluation: its tasks, then its episodes ("val", "test")."""
-        offset = VAL_SEED_OFFSET if split == "val" else 0
-        return torch.Generator().manual_seed(self.cfg.eval.seed + offset)
+        return torch.Generator().manual_seed(eval_seed(self.cfg, split))
 
     def close(self) -> None:
         """Stop the environment's worker processes (if any)."""
@@ -90,38 +91,22 @@ class RLExperiment:
         self.close()
 
 
-def env_kwargs(task: RLTaskConfig) -> dict[str, Any]:
-    """The environment constructor's arguments of a task section."""
-    if isinstance(task, Navigation2DTaskConfig):
-        return {"action_scale": task.action_scale}
-    return {"frame_skip": task.frame_skip}
-
-
 def update_config(cfg: ExperimentConfig) -> MAMLTRPOConfig:
-    """The library's :class:`MAMLTRPOConfig` of an RL config's task and algorithm sections."""
+    """The library's :class:`MAMLTRPOConfig` of an RL config's task and algorithm sections.
+
+    The library's fields have the config's names, so they pass through: ``task.trajectories``
+    and every field of the algorithm section that :class:`MAMLTRPOConfig` has. The one
+    exception is the pretrained baseline's ``lr`` (its test-time step size), the library's
+    ``inner_lr``.
+    """
     task, a = cfg.task, cfg.algorithm
     assert isinstance(task, RLTaskConfig)
-    common: dict[str, Any] = {
-        "trajs": task.trajectories,
-        "gamma": a.gamma,
-        "gae_lambda": a.gae_lambda,
-        "max_kl": a.max_kl,
-        "cg_iters": a.cg_iters,
-        "cg_damping": a.cg_damping,
-        "ls_ratio": a.ls_backtrack_ratio,
-        "ls_steps": a.ls_max_steps,
-    }
-    if isinstance(a, MAMLTRPOAlgorithmConfig):
-        return MAMLTRPOConfig(
-            inner_lr=a.inner_lr,
-            inner_steps=a.inner_steps,
-            first_order=a.first_order,
-            fisher_tasks=a.fisher_tasks,
-            **common,
-        )
+    ITERATIONS[a.name]  # an algorithm without an iteration is an UnknownName error
+    names = {f.name for f in fields(MAMLTRPOConfig)}
+    given: dict[str, Any] = {f.name: getattr(a, f.name) for f in fields(a) if f.name in names}
     if isinstance(a, PretrainedRLConfig):
-        return MAMLTRPOConfig(inner_lr=a.lr, **common)
-    raise ValueError(f"no RL builder for algorithm {a.name!r}")
+        given["inner_lr"] = a.lr
+    return MAMLTRPOConfig(trajectories=task.trajectories, **given)
 
 
 def build_rl_experiment(cfg: ExperimentConfig) -> RLExperiment:
@@ -133,7 +118,7 @@ def build_rl_experiment(cfg: ExperimentConfig) -> RLExperiment:
     """
     task, model = cfg.task, cfg.model
     if not isinstance(task, RLTaskConfig) or not isinstance(model, GaussianMLPConfig):
-        raise ValueError(
+        raise UsageError(
             f"task family {task.family!r} with model {model.name!r} is not an RL experiment; "
             "RL experiments use an RL task family and model 'gaussian_mlp'"
         )
@@ -143,7 +128,7 @@ def build_rl_experiment(cfg: ExperimentConfig) -> RLExperiment:
         task.family,
         horizon=task.horizon,
         workers=getattr(task, "workers", None),
-        env_kwargs=env_kwargs(task),
+        env_kwargs=task.env_kwargs(),
     )
     try:
         torch.manual_seed(cfg.seed)
@@ -153,5 +138,4 @@ def build_rl_experiment(cfg: ExperimentConfig) -> RLExperiment:
     except BaseException:
         env.close()
         raise
-    meta = isinstance(cfg.algorithm, MAMLTRPOAlgorithmConfig)
-    return RLExperiment(cfg, family, env, policy, update, meta)
+    return RLExperiment(cfg, family, env, policy, update, ITERATIONS[cfg.algorithm.name])

@@ -1,0 +1,150 @@
+"""Supervised meta-training (sinusoid regression, Omniglot): what one step of the shared
+:func:`metagrad.train.loop.run_loop` does, and what its checkpoints hold.
+
+A step samples a meta-batch, lets the meta-learner write the meta-gradient into ``.grad`` and
+takes the outer optimizer's step (learning rate constant or annealed linearly to 0, gradient
+norm optionally clipped); a loss that is no longer finite stops the run. A checkpoint holds the
+model's weights and the optimizer, sampler, learner and random-number-generator states, so a
+resumed run is bit-identical to an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metagrad.config import ExperimentConfig
+from metagrad.train.build import Experiment, build_experiment
+from metagrad.train.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+from metagrad.train.loop import (
+    SinceLog,
+    TrainResult,
+    load_resume_checkpoint,
+    refuse_existing_run,
+    run_loop,
+    start_run,
+)
+from metagrad.train.testing import run_test, validation_metric
+
+
+def make_outer_optimizer(cfg: ExperimentConfig, params) -> torch.optim.Optimizer:
+    """The outer optimizer of ``cfg.train`` (Adam or SGD at ``train.outer_lr``) on ``params``."""
+    t = cfg.train
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.outer_lr)
+    return torch.optim.SGD(params, lr=t.outer_lr)
+
+
+def outer_lr(cfg: ExperimentConfig, step: int) -> float:
+    """The outer learning rate at ``step`` (constant, or annealed linearly to 0 as Reptile)."""
+    t = cfg.train
+    if t.outer_lr_schedule == "linear":
+        return t.outer_lr * (1 - step / t.iterations)
+    return t.outer_lr
+
+
+def train_supervised(
+    cfg: ExperimentConfig, run_dir: Path, resume: bool, test: bool, max_steps: int | None
+) -> TrainResult:
+    """Meta-train the supervised experiment ``cfg`` into ``run_dir`` (or resume it), then test.
+
+    Arguments as :func:`metagrad.train.trainer.train`'s.
+    """
+    if not resume:
+        refuse_existing_run(run_dir)
+    exp = build_experiment(cfg)  # before the run directory: missing data leaves no run behind
+    if not resume:
+        start_run(cfg, run_dir)
+    opt = make_outer_optimizer(cfg, exp.model.parameters()) if _trainable(exp) else None
+    step, best, wall = 0, None, 0.0
+    if resume:
+        step, best, wall = _restore(exp, opt, run_dir)
+    t = cfg.train
+    if opt is None:  # nothing to learn (the mean predictor): straight to the test
+        step = t.iterations
+
+    def train_step(done: int) -> tuple[float, Callable[[SinceLog], dict[str, Any]]]:
+        for group in opt.param_groups:
+            group["lr"] = outer_lr(cfg, done)
+        batch = exp.train_tasks.sample(t.meta_batch_size).to(t.device)
+        opt.zero_grad(set_to_none=True)
+        out = exp.learner.backward(batch)
+        if t.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(exp.model.parameters(), t.grad_clip)
+        opt.step()
+        loss = out.loss.item()
+        if not math.isfinite(loss) and batch.query_x.shape[1] > 0:
+            raise FloatingPointError(
+                f"the meta-training loss became {loss} at step {done + 1}: lower "
+                "train.outer_lr or algorithm.inner_lr, or set train.grad_clip"
+            )
+
+        def record(since: SinceLog) -> dict[str, Any]:
+            rate = since.steps * t.meta_batch_size / since.seconds
+            metrics = {"loss": loss, "lr": outer_lr(cfg, done), "tasks_per_s": rate}
+            metrics["wall_s"] = since.wall  # since the run started, validation included
+            if exp.classification:
+                acc = (out.query_out.argmax(-1) == batch.query_y).float().mean().item()
+                metrics["accuracy"] = acc
+            return metrics
+
+        return loss, record
+
+    save = partial(_save, exp, opt, run_dir)
+    step, best = run_loop(
+        run_dir, t, step, best, train_step, lambda: validation_metric(exp), save, max_steps, wall
+    )
+    result = None
+    if test and step >= t.iterations:
+        result = run_test(run_dir, "best" if best is not None else "last", exp=exp)
+    return TrainResult(run_dir, step, best, result)
+
+
+def _trainable(exp: Experiment) -> bool:
+    return hasattr(exp.learner, "backward")
+
+
+def _save(
+    exp: Experiment,
+    opt,
+    run_dir: Path,
+    name: str,
+    step: int,
+    best: float | None,
+    wall: float | None,
+) -> None:
+    generators = {"reptile": exp.learner.generator} if _reptile_gen(exp) else {}
+    state = {
+        "step": step,
+        "optimizer": opt.state_dict(),
+        "rng": capture_rng_state(),
+        "sampler": exp.train_tasks.state_dict(),
+        "best_metric": best,
+        "wall_seconds": wall,
+        "torch_generators": {k: g.get_state() for k, g in generators.items()},
+        "learner": exp.learner.state_dict(),
+    }
+    save_checkpoint(run_dir, name, exp.model.state_dict(), state)
+
+
+def _reptile_gen(exp: Experiment) -> bool:
+    return getattr(exp.learner, "generator", None) is not None
+
+
+def _restore(exp: Experiment, opt, run_dir: Path) -> tuple[int, float | None, float]:
+    weights, state = load_resume_checkpoint(run_dir, exp.model.state_dict())
+    exp.model.load_state_dict(weights)
+    if opt is not None:
+        opt.load_state_dict(state["optimizer"])
+    restore_rng_state(state["rng"])
+    exp.train_tasks.load_state_dict(state["sampler"])
+    for name, s in state.get("torch_generators", {}).items():
+        if name == "reptile" and _reptile_gen(exp):
+            exp.learner.generator.set_state(s)
+    exp.learner.load_state_dict(state.get("learner", {}))
+    return state["step"], state["best_metric"], state.get("wall_seconds", 0.0)
