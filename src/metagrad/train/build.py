@@ -9,9 +9,10 @@ entry, never a branch.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -23,11 +24,9 @@ from metagrad.config import (
     Conv4Config,
     EvalSettings,
     ExperimentConfig,
-    MAMLConfig,
     MLPConfig,
     OmniglotTaskConfig,
     PretrainedConfig,
-    ReptileConfig,
     SinusoidTaskConfig,
     resolve_eval,
 )
@@ -175,42 +174,23 @@ def _conv4(m: Conv4Config, shape: tuple[int, ...], outputs: int) -> nn.Module:
     return MODELS["conv4"](outputs, m.in_channels, m.filters, shape[-1], m.pool, m.norm, m.head)
 
 
+def constructor_kwargs(constructor: Callable, section: object) -> dict[str, Any]:
+    """The fields of a config ``section`` that ``constructor`` takes as keyword arguments: the
+    config and the library name each setting alike, so it passes through untranslated."""
+    accepted = inspect.signature(constructor).parameters
+    return {f.name: getattr(section, f.name) for f in fields(section) if f.name in accepted}
+
+
+@LEARNER_BUILDERS.register("maml")
+@LEARNER_BUILDERS.register("fomaml")  # FOMAMLConfig: first_order = true
 def _maml(cfg: ExperimentConfig, model: nn.Module, loss: Loss, family=None) -> MetaLearner:
-    a = cfg.algorithm
-    assert isinstance(a, MAMLConfig)  # FOMAMLConfig is a subclass with first_order = True
-    return MAML(
-        model,
-        loss,
-        inner_lr=a.inner_lr,
-        inner_steps=a.inner_steps,
-        first_order=a.first_order,
-        recompute_inner=a.recompute_inner,
-        path=a.path,
-        chunk_size=a.chunk_size,
-    )
-
-
-LEARNER_BUILDERS.add("maml", _maml)
-LEARNER_BUILDERS.add("fomaml", _maml)
+    return MAML(model, loss, **constructor_kwargs(MAML, cfg.algorithm))
 
 
 @LEARNER_BUILDERS.register("reptile")
 def _reptile(cfg: ExperimentConfig, model: nn.Module, loss: Loss, family=None) -> MetaLearner:
-    a = cfg.algorithm
-    assert isinstance(a, ReptileConfig)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    return Reptile(
-        model,
-        loss,
-        inner_lr=a.inner_lr,
-        inner_steps=a.inner_steps,
-        inner_optimizer=a.inner_optimizer,
-        inner_batch_size=a.inner_batch_size,
-        adam_betas=a.adam_betas,
-        inner_state=a.inner_state,
-        path=a.path,
-        generator=generator,
-    )
+    generator = torch.Generator().manual_seed(cfg.seed)  # the inner mini-batches' order
+    return Reptile(model, loss, **constructor_kwargs(Reptile, cfg.algorithm), generator=generator)
 
 
 @LEARNER_BUILDERS.register("pretrained")
