@@ -11,8 +11,7 @@ from metagrad.config import (
     TASK_CONFIGS,
     load_config,
 )
-from metagrad.data.download import DownloadError
-from metagrad.errors import UsageError
+from metagrad.errors import DownloadError, UsageError
 from metagrad.registry import UnknownName
 from metagrad.train.checkpoint import CheckpointError
 
@@ -101,8 +100,8 @@ def plot(args: argparse.Namespace) -> int:
 
 
 def data(args: argparse.Namespace) -> int:
-    from metagrad.data import download_omniglot
+    from metagrad.train.build import DOWNLOADS
 
-    for path in download_omniglot(args.root):
+    for path in DOWNLOADS[args.dataset](args.root):
         print(f"ok {path}")
     return 0

@@ -12,14 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from metagrad.cli.figures import pyplot, save_figure
-from metagrad.config import SinusoidTaskConfig, load_config, resolve_eval
-from metagrad.tasks.sinusoid import SinusoidTasks, fixed_tasks
-from metagrad.train.build import build_experiment
-from metagrad.train.checkpoint import intact_checkpoints, load_checkpoint
+from metagrad.config import SinusoidTaskConfig, load_config
+from metagrad.train.curves import adapted_curves, sinusoid_tasks
 from metagrad.train.io import read_jsonl
 
 
@@ -62,38 +59,18 @@ def learning_curve(run_dir: Path) -> Path:
     return save_figure(fig, plt, run_dir / "learning_curve.png")
 
 
-def _adapted_curves(run_dir: Path, x_grid: torch.Tensor, tasks, steps=(0, 1, 10)):
-    """Predictions on ``x_grid`` after each of ``steps`` inner steps, per task."""
-    cfg = load_config(run_dir / "config.toml")
-    exp = build_experiment(cfg)
-    name = "best" if "best" in intact_checkpoints(run_dir) else "last"
-    exp.model.load_state_dict(load_checkpoint(run_dir, name)[0])
-    lr = resolve_eval(cfg).inner_lr
-    curves = []
-    for task in tasks:
-        per_step = []
-        for k in steps:
-            phi = exp.learner.adapt(task.support_x, task.support_y, inner_steps=k, inner_lr=lr)
-            per_step.append(exp.learner.predict(phi, x_grid)[:, 0].numpy())
-        curves.append(per_step)
-    return cfg.name, curves
-
-
 def sinusoid_adaptation(run_dir: Path, baselines: Sequence[Path] = (), tasks: int = 3) -> Path:
     plt = pyplot()
-    cfg = load_config(run_dir / "config.toml")
-    shots = resolve_eval(cfg).shots
-    family = SinusoidTasks(cfg.task.amplitude, cfg.task.phase, cfg.task.x_range)
-    batch, true = fixed_tasks(family, cfg.eval.seed, 0, tasks, shots, 0)
-    grid = np.linspace(*cfg.task.x_range, 200)
+    batch, grid, true = sinusoid_tasks(run_dir, tasks)
+    shots = batch.support_x.shape[1]
     x_grid = torch.from_numpy(grid).float()[:, None]
     runs = [run_dir, *baselines]
     fig, axes = plt.subplots(len(runs), tasks, figsize=(4 * tasks, 3.2 * len(runs)), squeeze=False)
     for row, run in enumerate(runs):
-        name, curves = _adapted_curves(run, x_grid, list(batch))
+        name, curves = adapted_curves(run, x_grid, batch)
         for col in range(tasks):
             ax = axes[row, col]
-            ax.plot(grid, family.curve(true[col : col + 1], grid)[0], "r", label="ground truth")
+            ax.plot(grid, true[col], "r", label="ground truth")
             ax.plot(
                 batch.support_x[col, :, 0],
                 batch.support_y[col, :, 0],

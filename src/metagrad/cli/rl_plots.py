@@ -21,13 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from metagrad.cli.figures import pyplot, save_figure
-from metagrad.config import load_config, resolve_eval
-from metagrad.rl.adaptation import adaptation_rollouts
-from metagrad.train.checkpoint import intact_checkpoints
+from metagrad.config import load_config
+from metagrad.train.curves import adaptation_paths
 from metagrad.train.io import read_jsonl
 from metagrad.train.results import RESULTS_FILE
-from metagrad.train.rl_build import build_rl_experiment
-from metagrad.train.rl_testing import load_theta
 
 # The paper's average returns after 0..3 steps and the oracle's (REFERENCE.md; Figures 4, 5).
 PAPER: dict[str, tuple[tuple[float, ...], float]] = {
@@ -151,38 +148,13 @@ def timing(run_dir: Path) -> Path:
     return save_figure(fig, plt, run_dir / "timing.png")
 
 
-def _paths(run: Path, shown: int = 3):
-    """Goal and positions ``{steps: [episode [T, 2]]}`` of episodes on the first test goal,
-    before adaptation, after 1 step and after the test's last step."""
-    cfg = load_config(run / "config.toml")
-    ev = resolve_eval(cfg)
-    steps = sorted({0, min(1, ev.inner_steps), ev.inner_steps})
-    with build_rl_experiment(cfg) as exp:
-        checkpoints = intact_checkpoints(run)
-        name = next((n for n in ("best", "last") if n in checkpoints), "untrained")
-        theta = load_theta(exp, run, name)[0]
-        generator = exp.fixed_generator("test")
-        task = exp.family.sample_tasks(1, generator)
-        u = exp.update
-        settings = (cfg.task.trajectories, ev.inner_lr, ev.inner_steps, u.gamma, u.gae_lambda)
-        rollouts = adaptation_rollouts(exp.env, exp.policy, theta, task, *settings, generator)
-        paths = {}
-        for r in rollouts:
-            if r.step in steps:
-                lengths = r.trajectories.lengths()[0].long().tolist()
-                paths[r.step] = [
-                    r.trajectories.obs[0, e, : lengths[e]].numpy() for e in range(shown)
-                ]
-    return task[0]["goal"], paths
-
-
 def trajectories(run_dir: Path, baselines: Sequence[Path] = ()) -> Path:
     """Episodes on the first test goal before and after adaptation (2D navigation)."""
     plt = pyplot()
     runs = [r for r in [run_dir, *baselines] if (r / "config.toml").exists()]
     fig, axes = plt.subplots(1, len(runs), figsize=(4 * len(runs), 4), squeeze=False)
     for ax, run in zip(axes[0], runs):
-        goal, paths = _paths(run)
+        goal, paths = adaptation_paths(run)
         for i, ((k, episodes), style) in enumerate(zip(paths.items(), (":", "--", "-"))):
             for e, path in enumerate(episodes):
                 label = f"{k} steps" if e == 0 else None

@@ -17,14 +17,12 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from metagrad.errors import DownloadError
+
 __all__ = ["ChecksumError", "DownloadError", "download", "md5_of_file"]
 
 _CHUNK = 1 << 20
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
-
-
-class DownloadError(RuntimeError):
-    """A download failed (HTTP error, unreachable host, truncated transfer, ...)."""
 
 
 class ChecksumError(DownloadError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -84,6 +85,17 @@ def build_experiment(cfg: ExperimentConfig) -> Experiment:
     family = getattr(train_tasks, "family", None)  # the generative family, if there is one
     learner = LEARNER_BUILDERS[cfg.algorithm.name](cfg, model, loss, family)
     return Experiment(cfg, model, learner, classification, train_tasks, fixed)
+
+
+def _download_omniglot(root: Path) -> list[Path]:
+    from metagrad.data import download_omniglot
+
+    return download_omniglot(root)
+
+
+# `metagrad data download NAME --root DIR`: the official files of a data set, checksummed.
+DOWNLOADS: Registry[Callable[[Path], list[Path]]] = Registry("data set")
+DOWNLOADS.add("omniglot", _download_omniglot)
 
 
 def model_for(cfg: ExperimentConfig, shape: tuple[int, ...]) -> nn.Module:
