@@ -150,23 +150,18 @@ def _omniglot(cfg: ExperimentConfig, ev: EvalSettings) -> Tasks:
         rotations=sets["train"].rotations,
         seed=cfg.seed,
     )
+    # Validation episodes are shaped as the test's (its shots and queries): validation
+    # predicts the test.
     samplers = {
-        "val": EpisodeSampler(  # shaped as the test's episodes: validation predicts the test
-            sets["val"].images,
+        split: EpisodeSampler(
+            sets[split].images,
             task.ways,
             ev.shots,
             ev.queries,
-            rotations=sets["val"].rotations,
-            seed=eval_seed(cfg, "val"),
-        ),
-        "test": EpisodeSampler(
-            sets["test"].images,
-            task.ways,
-            ev.shots,
-            ev.queries,
-            rotations=sets["test"].rotations,
-            seed=eval_seed(cfg, "test"),
-        ),
+            rotations=sets[split].rotations,
+            seed=eval_seed(cfg, split),
+        )
+        for split in ("val", "test")
     }
 
     def fixed(split: str, start: int, count: int) -> TaskBatch:
