@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from conftest import assert_rel_close, global_norm, image_batch, regression_batch, rel_err
 from metagrad import MAML
-from metagrad.algorithms import InnerLoop, TaskRunner, maml_objective
+from metagrad.algorithms import InnerLoop, TaskExecutor, maml_objective
 from metagrad.models import MLP, Conv4
 
 
@@ -110,12 +110,12 @@ def test_second_order_differs_from_first_order():
 def test_meta_gradient_matches_central_finite_differences():
     model = MLP(2, 1, (3,), activation="tanh").double()
     batch = regression_batch(tasks=2, support=4, query=3)
-    runner = TaskRunner.create(model, "loop")
+    executor = TaskExecutor.create(model, "loop")
     inner = InnerLoop(0.2, 2)
     theta = {k: v.detach().clone() for k, v in model.named_parameters()}
 
     def meta_loss(params):
-        return maml_objective(runner, F.mse_loss, params, batch, inner).loss
+        return maml_objective(executor, F.mse_loss, params, batch, inner).loss
 
     learner = MAML(model, F.mse_loss, inner_lr=0.2, inner_steps=2, path="loop")
     learner.backward(batch)

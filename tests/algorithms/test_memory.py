@@ -28,13 +28,13 @@ def test_a_chunks_graph_is_freed_before_the_next_chunk_is_built(first_order, chu
         path="loop",
     )
     batch = image_batch(tasks=4, dtype=torch.float32)
-    runner, inner = maml.runner_for(batch), maml.inner_loop()
+    executor, inner = maml.executor_for(batch), maml.inner_loop()
     losses: list[weakref.ref] = []
     alive_at_each_chunk = []
 
     def objective(chunk):
         alive_at_each_chunk.append(sum(ref() is not None for ref in losses))
-        out = maml_objective(runner, F.cross_entropy, maml.params, chunk, inner)
+        out = maml_objective(executor, F.cross_entropy, maml.params, chunk, inner)
         losses.append(weakref.ref(out.loss))
         return out
 

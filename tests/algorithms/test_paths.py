@@ -132,7 +132,7 @@ def test_native_batch_norm_of_torch_nn_under_vmap_path():
 
 def test_auto_path_follows_the_measured_preference_for_the_task_sizes():
     from metagrad import TaskBatch
-    from metagrad.algorithms.paths import TaskRunner
+    from metagrad.algorithms.paths import TaskExecutor
 
     def batch(ways, shots, queries):
         x = torch.zeros(2, ways * (shots + queries), 1, 28, 28)
@@ -152,6 +152,6 @@ def test_auto_path_follows_the_measured_preference_for_the_task_sizes():
         (MLP(4, 2, (8,)), None, "vectorized"),
     ]
     for model, b, path in expected:
-        assert TaskRunner.create(model, "auto", b).path == path
-    assert TaskRunner.create(strided, "auto").path == "loop"  # sizes unknown: the reference
-    assert TaskRunner.create(strided, "loop", batch(5, 1, 1)).path == "loop"  # forced
+        assert TaskExecutor.create(model, "auto", b).path == path
+    assert TaskExecutor.create(strided, "auto").path == "loop"  # sizes unknown: the reference
+    assert TaskExecutor.create(strided, "loop", batch(5, 1, 1)).path == "loop"  # forced

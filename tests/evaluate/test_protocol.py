@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import image_batch, regression_batch
-from metagrad.algorithms import InnerLoop, TaskRunner
+from metagrad.algorithms import InnerLoop, TaskExecutor
 from metagrad.evaluate import evaluate, summarize
 from metagrad.functional import Adam, adapt, split_state
 from metagrad.models import MLP, Conv4
@@ -27,7 +27,7 @@ def test_step_k_scores_equal_adapting_k_steps(optimizer):
     params = split_state(model).params
     inner = InnerLoop(0.05, 4, optimizer=optimizer or InnerLoop(0.0, 0).optimizer)
     result = evaluate(
-        TaskRunner.create(model, "loop"), F.mse_loss, params, [batch], inner, classification=False
+        TaskExecutor.create(model, "loop"), F.mse_loss, params, [batch], inner, classification=False
     )
     assert result.losses.shape == (5, 3)
     for t, task in enumerate(batch):
@@ -54,7 +54,7 @@ def test_vectorised_and_loop_evaluation_agree_and_report_accuracy(transductive):
     params, batch = split_state(model).params, image_batch()
     runs = [
         evaluate(
-            TaskRunner.create(model, path),
+            TaskExecutor.create(model, path),
             F.cross_entropy,
             params,
             batch.chunks(2),
@@ -73,11 +73,11 @@ def test_vectorised_and_loop_evaluation_agree_and_report_accuracy(transductive):
 def test_non_transductive_classifies_each_query_with_the_support_set_alone():
     model = Conv4(3, filters=4, image_size=8).double()
     params, batch = split_state(model).params, image_batch()
-    runner = TaskRunner.create(model, "loop")
+    executor = TaskExecutor.create(model, "loop")
     non = evaluate(
-        runner, F.cross_entropy, params, [batch], InnerLoop(0.3, 0), True, transductive=False
+        executor, F.cross_entropy, params, [batch], InnerLoop(0.3, 0), True, transductive=False
     )
-    trans = evaluate(runner, F.cross_entropy, params, [batch], InnerLoop(0.3, 0), True)
+    trans = evaluate(executor, F.cross_entropy, params, [batch], InnerLoop(0.3, 0), True)
     assert not np.allclose(non.losses, trans.losses)  # BatchNorm statistics differ
     task = batch.task(0)
     with torch.no_grad():
@@ -89,11 +89,11 @@ def test_non_transductive_classifies_each_query_with_the_support_set_alone():
 def test_non_transductive_with_running_statistics_uses_them():
     model = Conv4(3, filters=4, image_size=8, norm="running").double().eval()
     params, batch = split_state(model).params, image_batch()
-    runner = TaskRunner.create(model, "loop")
+    executor = TaskExecutor.create(model, "loop")
     non = evaluate(
-        runner, F.cross_entropy, params, [batch], InnerLoop(0.3, 1), True, transductive=False
+        executor, F.cross_entropy, params, [batch], InnerLoop(0.3, 1), True, transductive=False
     )
-    trans = evaluate(runner, F.cross_entropy, params, [batch], InnerLoop(0.3, 1), True)
+    trans = evaluate(executor, F.cross_entropy, params, [batch], InnerLoop(0.3, 1), True)
     assert np.allclose(non.losses, trans.losses)  # eval-mode BatchNorm mixes nothing
 
 
@@ -101,8 +101,8 @@ def test_non_transductive_with_running_statistics_uses_them():
 def test_score_every_keeps_the_scored_steps_rows_and_always_the_last(transductive):
     model = Conv4(3, filters=4, image_size=8).double()
     params, batch = split_state(model).params, image_batch()
-    runner = TaskRunner.create(model, "loop")
-    args = (runner, F.cross_entropy, params, [batch], InnerLoop(0.3, 5), True)
+    executor = TaskExecutor.create(model, "loop")
+    args = (executor, F.cross_entropy, params, [batch], InnerLoop(0.3, 5), True)
     every = evaluate(*args, transductive=transductive)
     sparse = evaluate(*args, transductive=transductive, score_every=2)
     assert sparse.steps == (0, 2, 4, 5)  # the last step is scored whatever the stride
@@ -126,10 +126,10 @@ def test_a_diverging_task_scores_inf_and_leaves_the_others_alone(path):
     support_y[1] = 1e20
     bad = type(batch)(batch.support_x, support_y, batch.query_x, batch.query_y)
     params = split_state(model).params
-    runner = TaskRunner.create(model, path)
+    executor = TaskExecutor.create(model, path)
     inner = InnerLoop(0.5, 6)
-    result = evaluate(runner, F.mse_loss, params, [bad], inner, classification=False)
-    clean = evaluate(runner, F.mse_loss, params, [batch], inner, classification=False)
+    result = evaluate(executor, F.mse_loss, params, [bad], inner, classification=False)
+    clean = evaluate(executor, F.mse_loss, params, [batch], inner, classification=False)
     assert result.diverged() == 1 and np.isinf(result.losses[-1, 1])
     assert result.loss().mean == np.inf and result.loss().ci95 == np.inf
     np.testing.assert_allclose(result.losses[:, [0, 2]], clean.losses[:, [0, 2]], rtol=1e-10)

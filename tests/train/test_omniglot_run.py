@@ -66,9 +66,9 @@ def test_evaluation_resolves_the_auto_path_by_the_test_tasks_sizes(monkeypatch):
 
     paths = []
 
-    def spy(runner, *args, **kwargs):
-        paths.append(runner.path)
-        return real(runner, *args, **kwargs)
+    def spy(executor, *args, **kwargs):
+        paths.append(executor.path)
+        return real(executor, *args, **kwargs)
 
     real = testing.evaluate
     monkeypatch.setattr(testing, "evaluate", spy)
@@ -77,7 +77,7 @@ def test_evaluation_resolves_the_auto_path_by_the_test_tasks_sizes(monkeypatch):
     cfg = load_config(ROOT / "configs" / "omniglot" / "reptile_5w1s.toml", SMOKE)
     assert cfg.algorithm.path == "auto"
     exp = build_experiment(cfg)
-    assert exp.learner.runner_for(exp.train_tasks.sample(2)).path == "loop"
+    assert exp.learner.executor_for(exp.train_tasks.sample(2)).path == "loop"
     testing.evaluate_split(exp, "test", 3)
     assert paths == ["vectorized"]
 

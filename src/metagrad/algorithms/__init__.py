@@ -2,7 +2,7 @@
 
 from metagrad.algorithms.learner import MAML, MetaLearner, Reptile
 from metagrad.algorithms.maml import MetaOutput, maml_objective, meta_gradient
-from metagrad.algorithms.paths import TaskRunner, resolve_path
+from metagrad.algorithms.paths import TaskExecutor, resolve_path
 from metagrad.algorithms.reptile import reptile_direction
 from metagrad.functional.inner import InnerLoop
 from metagrad.types import PATHS
@@ -14,7 +14,7 @@ __all__ = [
     "MetaLearner",
     "MetaOutput",
     "Reptile",
-    "TaskRunner",
+    "TaskExecutor",
     "maml_objective",
     "meta_gradient",
     "reptile_direction",

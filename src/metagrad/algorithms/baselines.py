@@ -34,15 +34,15 @@ class Pretrained(MetaLearner):
 
     def backward(self, batch: TaskBatch) -> MetaOutput:
         """Accumulate the gradient of the mean loss over all tasks' examples into ``.grad``."""
-        params, runner = self.params, self.runner
+        params, executor = self.params, self.executor
         batch = autocast_dtype(check_batch(batch), params)
         x = torch.cat([batch.support_x, batch.query_x], dim=1)  # [tasks, n, ...]
         y = torch.cat([batch.support_y, batch.query_y], dim=1)
-        out = runner.predict_all(expand_tasks(params, batch.num_tasks), x)  # [tasks, n, ...]
-        per_task = runner.task_losses(self.loss, out, y)
+        out = executor.predict_all(expand_tasks(params, batch.num_tasks), x)  # [tasks, n, ...]
+        per_task = executor.task_losses(self.loss, out, y)
         grads = gradients(per_task.mean(), params, create_graph=False, what="training loss")
         accumulate_grad(params, grads)
         n = batch.support_x.shape[1]  # report the query part, as the meta-learners do
         q_out = out[:, n:].detach()
-        q_losses = runner.task_losses(self.loss, q_out, batch.query_y)
+        q_losses = executor.task_losses(self.loss, q_out, batch.query_y)
         return MetaOutput(q_losses.mean(), q_losses, q_out)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metagrad.algorithms.maml import MetaOutput, maml_objective, meta_gradient
-from metagrad.algorithms.paths import TaskRunner, autocast_dtype, check_batch, resolve_path
+from metagrad.algorithms.paths import TaskExecutor, autocast_dtype, check_batch, resolve_path
 from metagrad.algorithms.reptile import reptile_direction
 from metagrad.functional.inner import InnerLoop, run_inner
 from metagrad.functional.optim import LearningRate, make_inner_optimizer
@@ -65,13 +65,13 @@ class MetaLearner:
         resolve_path(model, path)  # refuse a bad path now, not at the first batch
 
     @property
-    def runner(self) -> TaskRunner:
+    def executor(self) -> TaskExecutor:
         """The model bound to its current frozen parameters and buffers."""
-        return TaskRunner.create(self.model, self.path)
+        return TaskExecutor.create(self.model, self.path)
 
-    def runner_for(self, batch: TaskBatch) -> TaskRunner:
-        """:attr:`runner` with ``"auto"`` resolved for ``batch``'s task sizes."""
-        return TaskRunner.create(self.model, self.path, batch)
+    def executor_for(self, batch: TaskBatch) -> TaskExecutor:
+        """:attr:`executor` with ``"auto"`` resolved for ``batch``'s task sizes."""
+        return TaskExecutor.create(self.model, self.path, batch)
 
     @property
     def params(self) -> Params:
@@ -99,14 +99,16 @@ class MetaLearner:
         with torch.no_grad():  # no graph to the meta-parameters at test time
             params = detached(self.params)
         inner = self.inner_loop(inner_steps, inner_lr)
-        runner = TaskRunner.create(self.model, "loop")
-        phi, _ = run_inner(runner.task_objective(self.loss), params, (support_x, support_y), inner)
+        executor = TaskExecutor.create(self.model, "loop")
+        phi, _ = run_inner(
+            executor.task_objective(self.loss), params, (support_x, support_y), inner
+        )
         return detached(phi)
 
     def predict(self, params: Params, x: Tensor) -> Tensor:
         """The model's output on ``x [N, ...]`` with the given (adapted) parameters."""
         with torch.no_grad():
-            return TaskRunner.create(self.model, "loop").forward(params, x)
+            return TaskExecutor.create(self.model, "loop").forward(params, x)
 
     def backward(self, batch: TaskBatch) -> MetaOutput:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -172,20 +174,22 @@ class MAML(MetaLearner):
         """The meta-objective with its graph (``out.loss.backward()`` works); no chunking."""
         params = self.params
         batch = autocast_dtype(check_batch(batch), params)
-        runner = self.runner_for(batch)
-        return maml_objective(runner, self.loss, params, batch, self.inner_loop())
+        executor = self.executor_for(batch)
+        return maml_objective(executor, self.loss, params, batch, self.inner_loop())
 
     def backward(self, batch: TaskBatch) -> MetaOutput:
         """Accumulate the meta-gradient of ``batch`` into ``.grad``; returns the query losses."""
         params = self.params
         batch = autocast_dtype(check_batch(batch), params)
-        runner = self.runner_for(batch)
+        executor = self.executor_for(batch)
         inner = self.inner_loop()
 
         def objective(b: TaskBatch) -> MetaOutput:
-            return maml_objective(runner, self.loss, params, b, inner)
+            return maml_objective(executor, self.loss, params, b, inner)
 
-        grads, out = meta_gradient(objective, params, batch, runner.backprop_chunk(self.chunk_size))
+        grads, out = meta_gradient(
+            objective, params, batch, executor.backprop_chunk(self.chunk_size)
+        )
         accumulate_grad(params, grads)
         return out
 
@@ -234,9 +238,9 @@ class Reptile(MetaLearner):
         """Write (accumulate) the Reptile direction of ``batch`` into ``.grad``."""
         params = self.params
         batch = autocast_dtype(check_batch(batch), params)
-        runner = self.runner_for(batch)
+        executor = self.executor_for(batch)
         direction, out, state = reptile_direction(
-            runner,
+            executor,
             self.loss,
             params,
             batch,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from metagrad.algorithms.paths import TaskRunner
+from metagrad.algorithms.paths import TaskExecutor
 from metagrad.functional.inner import InnerLoop, gradients
 from metagrad.types import Loss, Params, TaskBatch
 
@@ -36,7 +36,7 @@ class MetaOutput:
 
 
 def maml_objective(
-    runner: TaskRunner, loss: Loss, params: Params, batch: TaskBatch, inner: InnerLoop
+    executor: TaskExecutor, loss: Loss, params: Params, batch: TaskBatch, inner: InnerLoop
 ) -> MetaOutput:
     """The MAML meta-loss of a meta-batch, differentiable w.r.t. ``params`` (``theta``).
 
@@ -45,10 +45,10 @@ def maml_objective(
     """
     # 3: a batch of tasks T_i ~ p(T)                      # batch: [tasks, ...] support / query
     # 4-7: for all T_i, phi_i = theta - alpha grad_theta L_Ti(f_theta) on the support set
-    phi, _ = runner.adapt_all(loss, params, batch.support_x, batch.support_y, inner)
+    phi, _ = executor.adapt_all(loss, params, batch.support_x, batch.support_y, inner)
     # 8: sum_i L_Ti(f_phi_i) on the query sets (the mean: the gradient's scale is outer_lr's)
-    out = runner.predict_all(phi, batch.query_x)  # [tasks, n_query, ...]
-    losses = runner.task_losses(loss, out, batch.query_y)  # [tasks]
+    out = executor.predict_all(phi, batch.query_x)  # [tasks, n_query, ...]
+    losses = executor.task_losses(loss, out, batch.query_y)  # [tasks]
     return MetaOutput(losses.mean(), losses.detach(), out.detach())
 
 

@@ -13,9 +13,9 @@ The vocabulary (:data:`metagrad.types.ExecutionPath`), from config to kernel:
 - ``"auto"``: the model's ``preferred_path(examples)`` (the fastest correct path measured for
   it), else ``"loop"``.
 
-:class:`TaskRunner` binds a model to its resolved path and offers what the algorithms need,
-for every path alike: :meth:`~TaskRunner.adapt_all`, :meth:`~TaskRunner.trajectory_all`,
-:meth:`~TaskRunner.predict_all` and :meth:`~TaskRunner.task_losses`. Per-task parameters always
+:class:`TaskExecutor` binds a model to its resolved path and offers what the algorithms need,
+for every path alike: :meth:`~TaskExecutor.adapt_all`, :meth:`~TaskExecutor.trajectory_all`,
+:meth:`~TaskExecutor.predict_all` and :meth:`~TaskExecutor.task_losses`. Per-task parameters always
 carry a leading task dimension ``[tasks, ...]``; MAML, Reptile, the baselines and the
 evaluation never branch on the path.
 """
@@ -78,7 +78,7 @@ def resolve_path(model: nn.Module, path: str, examples: int | None = None) -> Re
 
 
 @dataclass(frozen=True)
-class TaskRunner:
+class TaskExecutor:
     """A model bound to its frozen parameters, buffers and resolved execution path."""
 
     model: nn.Module
@@ -89,7 +89,7 @@ class TaskRunner:
     @classmethod
     def create(
         cls, model: nn.Module, path: str = "auto", batch: TaskBatch | None = None
-    ) -> TaskRunner:
+    ) -> TaskExecutor:
         """Bind ``model``; ``batch`` (optional) lets ``"auto"`` choose by the tasks' sizes."""
         state = split_state(model)
         examples = None if batch is None else batch.support_x.shape[1] + batch.query_x.shape[1]

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from metagrad.algorithms.maml import MetaOutput
-from metagrad.algorithms.paths import TaskRunner
+from metagrad.algorithms.paths import TaskExecutor
 from metagrad.functional.inner import InnerLoop
 from metagrad.functional.params import detached
 from metagrad.types import Loss, Params, TaskBatch
@@ -46,7 +46,7 @@ def minibatch_schedule(
 
 
 def reptile_direction(
-    runner: TaskRunner,
+    executor: TaskExecutor,
     loss: Loss,
     params: Params,
     batch: TaskBatch,
@@ -58,7 +58,7 @@ def reptile_direction(
     optimiser's state after the batch.
 
     Args:
-        runner: the model and its execution path.
+        executor: the model and its execution path.
         loss: per-task loss ``loss(output, target) -> scalar``.
         params: ``theta`` (not modified; no graph is kept to it).
         batch: the tasks; ``phi`` is trained on the support sets only.
@@ -82,14 +82,14 @@ def reptile_direction(
     # difference of two nearly equal tensors, which would lose float32 precision.
     zero = {k: torch.zeros_like(v) for k, v in theta.items()}
     x, y = batch.support_x, batch.support_y
-    delta, ends = runner.adapt_all(loss, zero, x, y, inner, pick, offset=theta)
+    delta, ends = executor.adapt_all(loss, zero, x, y, inner, pick, offset=theta)
     delta = detached(delta)  # [tasks, ...]
     state = inner.optimizer.sequential(start, ends, inner.inner_steps, batch.num_tasks)
     if batch.query_x.shape[1] > 0:  # Reptile needs no query set; report it when there is one
         with torch.no_grad():
             phi = {k: theta[k] + delta[k] for k in theta}
-            out = runner.predict_all(phi, batch.query_x)
-            losses = runner.task_losses(loss, out, batch.query_y)
+            out = executor.predict_all(phi, batch.query_x)
+            losses = executor.task_losses(loss, out, batch.query_y)
     else:  # report NaN losses and an empty output rather than fail
         losses = batch.support_x.new_full((batch.num_tasks,), float("nan"))
         out = batch.support_x.new_empty(batch.num_tasks, 0)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metagrad.algorithms.paths import TaskRunner, autocast_dtype, has_running_stats
+from metagrad.algorithms.paths import TaskExecutor, autocast_dtype, has_running_stats
 from metagrad.algorithms.reptile import minibatch_schedule
 from metagrad.functional.inner import InnerLoop
 from metagrad.functional.params import detached, expand_tasks
@@ -119,7 +119,7 @@ def _pct(s: Summary) -> str:
 
 
 def evaluate(
-    runner: TaskRunner,
+    executor: TaskExecutor,
     loss: Loss,
     params: Params,
     batches: Iterable[TaskBatch],
@@ -133,7 +133,7 @@ def evaluate(
     """Adapt to every task of ``batches`` and score its query set after each inner step.
 
     Args:
-        runner: the model and execution path.
+        executor: the model and execution path.
         loss: per-task loss.
         params: the meta-learned initialisation (not modified).
         batches: the test tasks, in chunks that fit in memory.
@@ -161,7 +161,7 @@ def evaluate(
         batch = autocast_dtype(batch, theta)
         pick = minibatch_schedule(batch.support_x.shape[1], inner_batch_size, generator)
         x, y = batch.support_x, batch.support_y
-        adapted = runner.trajectory_all(loss, theta, x, y, inner, pick)
+        adapted = executor.trajectory_all(loss, theta, x, y, inner, pick)
         step_losses, step_accs = [], []
         # The parameters after 0, 1, ..., k steps (a step not scored is still taken).
         for step, step_params in enumerate(chain([expand_tasks(theta, len(batch))], adapted)):
@@ -170,12 +170,12 @@ def evaluate(
             step_params = detached(step_params)  # [tasks, ...]
             with torch.no_grad():
                 if transductive:
-                    out = runner.predict_all(step_params, batch.query_x)  # [tasks, n_query, ..]
+                    out = executor.predict_all(step_params, batch.query_x)  # [tasks, n_query, ..]
                 else:  # each task's queries grouped with its support set
                     out = torch.stack(
-                        [_predict(runner, _task(step_params, i), t) for i, t in enumerate(batch)]
+                        [_predict(executor, _task(step_params, i), t) for i, t in enumerate(batch)]
                     )
-                step_loss = runner.task_losses(loss, out, batch.query_y).cpu().numpy()
+                step_loss = executor.task_losses(loss, out, batch.query_y).cpu().numpy()
                 step_losses.append(np.nan_to_num(step_loss, nan=np.inf))  # diverged: inf
                 if classification:
                     hits = (out.argmax(-1) == batch.query_y).float().mean(-1)
@@ -191,18 +191,18 @@ def _task(params: Params, i: int) -> Params:
     return {k: v[i] for k, v in params.items()}
 
 
-def _predict(runner: TaskRunner, params: Params, task) -> Tensor:
+def _predict(executor: TaskExecutor, params: Params, task) -> Tensor:
     """One task's query predictions, non-transductively: each query example is normalised in a
     batch of the support set and that example alone."""
-    model = runner.model
+    model = executor.model
     running = has_running_stats(model)
     if running and not model.training:  # running statistics in eval mode never mix examples
-        return runner.forward(params, task.query_x)
+        return executor.forward(params, task.query_x)
     # Each query example joins the support set alone: [n_query, n_support + 1, ...].
     sx = task.support_x
     groups = torch.cat(
         [sx.expand(task.query_x.shape[0], *sx.shape), task.query_x.unsqueeze(1)], dim=1
     )
     if isinstance(model, TaskBatchedModule) and not running:  # any leading dims: all groups
-        return runner.forward(params, groups)[:, -1]
-    return torch.stack([runner.forward(params, g)[-1] for g in groups])
+        return executor.forward(params, groups)[:, -1]
+    return torch.stack([executor.forward(params, g)[-1] for g in groups])

@@ -46,7 +46,7 @@ def evaluate_split(exp: Experiment, split: str, tasks: int) -> EvalResult:
     exp.model.eval()  # test-time behaviour: running statistics where the policy keeps them
     try:
         return evaluate(
-            exp.learner.runner_for(first),
+            exp.learner.executor_for(first),
             exp.learner.loss,
             exp.learner.params,
             itertools.chain([first], batches),
