@@ -183,7 +183,7 @@ def rich_configs() -> list[ExperimentConfig]:
             name="pre",
             task=SinusoidTaskConfig(),
             model=MLPConfig(),
-            algorithm=PretrainedConfig(lr=0.02),
+            algorithm=PretrainedConfig(inner_lr=0.02),
             train=TrainConfig(iterations=1, meta_batch_size=1),
             eval=EvalConfig(inner_steps=10),
         ),
@@ -373,7 +373,7 @@ def test_semantic_problems_are_all_listed_at_once(tmp_path):
 
 
 def test_eval_checks_and_fallbacks(tmp_path):
-    text = SINE.replace('"maml"\ninner_lr = 0.01', '"pretrained"\nlr = 0.01')
+    text = SINE.replace('"maml"\ninner_lr = 0.01', '"pretrained"\ninner_lr = 0.01')
     assert "eval.inner_steps: must be set for algorithm 'pretrained'" in error_of(tmp_path, text)
     cfg = load_text(tmp_path, text + "\n[eval]\ninner_steps = 10\n")
     assert resolve_eval(cfg) == resolve_eval(cfg)  # pure

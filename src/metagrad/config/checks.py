@@ -21,7 +21,7 @@ class EvalSettings:
 
 def _training_lr(cfg: ExperimentConfig) -> float | tuple[float, ...] | None:
     algorithm = cfg.algorithm
-    return getattr(algorithm, "inner_lr", getattr(algorithm, "lr", None))
+    return getattr(algorithm, "inner_lr", None)
 
 
 def _eval_steps(cfg: ExperimentConfig) -> int | None:

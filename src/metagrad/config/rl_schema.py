@@ -191,11 +191,11 @@ class PretrainedRLConfig(TRPOConfig):
     """Baseline: one policy trained by TRPO on all tasks (no adaptation), fine-tuned at test."""
 
     name: ClassVar[str] = "pretrained_rl"
-    lr: float = 0.1  # test-time policy-gradient step size (training is TRPO, no inner loop)
+    inner_lr: float = 0.1  # test-time policy-gradient step size (training is TRPO, no inner loop)
 
     def problems(self) -> Iterator[Problem]:
         yield from super().problems()
-        yield from positive(self, "lr")
+        yield from positive(self, "inner_lr")
 
 
 # ----------------------------------------------------------------------------- registries

@@ -249,10 +249,10 @@ class PretrainedConfig(AlgorithmConfig):
     """Baseline: supervised training on all tasks at once, fine-tuned on each test task."""
 
     name: ClassVar[str] = "pretrained"
-    lr: float  # test-time fine-tuning step size (training uses train.outer_lr)
+    inner_lr: float  # test-time fine-tuning step size (training uses train.outer_lr)
 
     def problems(self) -> Iterator[Problem]:
-        yield from positive(self, "lr")
+        yield from positive(self, "inner_lr")
 
 
 @config_class

@@ -204,7 +204,7 @@ def _reptile(cfg: ExperimentConfig, model: nn.Module, loss: Loss, family=None) -
 def _pretrained(cfg: ExperimentConfig, model: nn.Module, loss: Loss, family=None) -> MetaLearner:
     a = cfg.algorithm
     assert isinstance(a, PretrainedConfig)
-    return Pretrained(model, loss, inner_lr=a.lr)
+    return Pretrained(model, loss, inner_lr=a.inner_lr)
 
 
 @LEARNER_BUILDERS.register("mean")

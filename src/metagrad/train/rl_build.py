@@ -18,7 +18,6 @@ from torch import Tensor
 from metagrad.config import (
     ExperimentConfig,
     GaussianMLPConfig,
-    PretrainedRLConfig,
     RLTaskConfig,
 )
 from metagrad.errors import UsageError
@@ -95,17 +94,14 @@ def update_config(cfg: ExperimentConfig) -> MAMLTRPOConfig:
     """The library's :class:`MAMLTRPOConfig` of an RL config's task and algorithm sections.
 
     The library's fields have the config's names, so they pass through: ``task.trajectories``
-    and every field of the algorithm section that :class:`MAMLTRPOConfig` has. The one
-    exception is the pretrained baseline's ``lr`` (its test-time step size), the library's
-    ``inner_lr``.
+    and every field of the algorithm section that :class:`MAMLTRPOConfig` has (for the
+    pretrained baseline, ``inner_lr`` is its test-time step size).
     """
     task, a = cfg.task, cfg.algorithm
     assert isinstance(task, RLTaskConfig)
     ITERATIONS[a.name]  # an algorithm without an iteration is an UnknownName error
     names = {f.name for f in fields(MAMLTRPOConfig)}
     given: dict[str, Any] = {f.name: getattr(a, f.name) for f in fields(a) if f.name in names}
-    if isinstance(a, PretrainedRLConfig):
-        given["inner_lr"] = a.lr
     return MAMLTRPOConfig(trajectories=task.trajectories, **given)
 
 
