@@ -15,17 +15,20 @@ from metagrad.errors import DownloadError, UsageError
 from metagrad.registry import UnknownName
 from metagrad.train.checkpoint import CheckpointError
 
-# Errors whose message tells the user what to do: printed as one line. Any other exception is
-# a bug, and keeps its traceback.
-USER_ERRORS = (
-    UsageError,  # ConfigError among them
-    UnknownName,
-    CheckpointError,
-    DownloadError,
-    FileNotFoundError,
-    FileExistsError,
-    FloatingPointError,  # a diverged training: the message says what to lower
-)
+# Errors whose message tells the user what to do, printed as one line, with their exit code:
+# 2 for a usage error (what was given is wrong), 1 for a failure at run time. Any other
+# exception is a bug, and keeps its traceback.
+# A damaged checkpoint is a usage error: the message names the intact one to give instead.
+USAGE_ERRORS = (UsageError, UnknownName, CheckpointError, FileNotFoundError, FileExistsError)
+RUNTIME_ERRORS = (DownloadError, FloatingPointError)  # exit 1
+USER_ERRORS = USAGE_ERRORS + RUNTIME_ERRORS
+
+
+def exit_code(error: BaseException) -> int:
+    """2 for a usage error, 1 for a runtime failure (see :data:`USER_ERRORS`)."""
+    return 2 if isinstance(error, USAGE_ERRORS) else 1
+
+
 CONFIG_DIR = Path("configs")
 
 

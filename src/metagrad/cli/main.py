@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except commands.USER_ERRORS as e:
         print(f"metagrad {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return commands.exit_code(e)
 
 
 if __name__ == "__main__":
