@@ -15,6 +15,7 @@ from torch import nn
 
 from metagrad.train.checkpoint import (
     CheckpointError,
+    CheckpointWriteError,
     capture_rng_state,
     intact_checkpoints,
     load_checkpoint,
@@ -275,7 +276,7 @@ def test_crash_during_save_leaves_previous_checkpoint_loadable(tmp_path, monkeyp
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", flaky_replace)
-    with pytest.raises(CheckpointError, match="saving checkpoint 'last' .* failed"):
+    with pytest.raises(CheckpointWriteError, match="saving checkpoint .last. .* failed"):
         save_checkpoint(run, "last", *snapshot_simple(model, 9))
     monkeypatch.setattr(os, "replace", real_replace)
     assert not list(run.glob(".*.tmp"))

@@ -64,6 +64,11 @@ class CheckpointError(RuntimeError):
         self.alternative = alternative
 
 
+class CheckpointWriteError(RuntimeError):
+    """Writing a checkpoint failed (a full disk, a denied write): a runtime failure, exit 1.
+    The message names the checkpoints still intact."""
+
+
 # ------------------------------------------------------------------------------ RNG state
 def capture_rng_state(generators: Mapping[str, np.random.Generator] | None = None) -> dict:
     """Snapshot every random number generator training draws from.
@@ -140,8 +145,9 @@ def save_checkpoint(
         The manifest path ``run_dir/NAME.json``.
 
     Raises:
-        CheckpointError: bad arguments, or the disk writes failed (the previous checkpoint,
-            as ``NAME`` or ``NAME.prev``, is then still intact).
+        CheckpointError: bad arguments.
+        CheckpointWriteError: the disk writes failed (the previous checkpoint, as ``NAME`` or
+            ``NAME.prev``, is then still intact).
     """
     _check_name(name, saving=True)
     step = state.get("step")
@@ -195,9 +201,19 @@ def save_checkpoint(
         del temps["manifest"]
         fsync_dir(run)
     except OSError as e:
-        kept = [n for n in (name, f"{name}.prev") if _intact(run, n)]
-        hint = f"intact: {', '.join(kept)}" if kept else "no previous checkpoint is intact"
-        raise CheckpointError(f"saving checkpoint {name!r} in {run} failed ({e}); {hint}") from e
+        for tmp in temps.values():  # free the space first: the listing below reads the files
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        temps.clear()
+        kept = intact_checkpoints(run)
+        hint = (
+            "intact: " + ", ".join(f"{n!r} (step {s})" for n, s in kept.items())
+            if kept
+            else "no checkpoint of this run is intact"
+        )
+        raise CheckpointWriteError(
+            f"saving checkpoint {name!r} in {run} failed ({e.strerror or e}); {hint}"
+        ) from e
     finally:
         for tmp in temps.values():
             with contextlib.suppress(OSError):
