@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from metagrad.config import ExperimentConfig, TrainConfig, config_to_toml
-from metagrad.train.checkpoint import CheckpointError, intact_checkpoints, load_checkpoint
+from metagrad.train.checkpoint import (
+    CheckpointError,
+    CheckpointWriteError,
+    intact_checkpoints,
+    load_checkpoint,
+)
 from metagrad.train.io import atomic_write_text
 from metagrad.train.monitor import Monitor
 from metagrad.train.rundir import (
@@ -136,12 +141,13 @@ def check_state(run_dir: Path, state: dict, cfg: ExperimentConfig) -> None:
 
 
 def intact_hint(run_dir: Path) -> str:
-    """Which checkpoints of ``run_dir`` are intact, as a clause of an error message."""
+    """Which checkpoints of ``run_dir`` are intact after a divergence, as a clause of its
+    error message (a resume would diverge again: the config must change)."""
     found = intact_checkpoints(run_dir)
     if not found:
-        return f"no checkpoint was saved yet (`metagrad train --resume {run_dir}` restarts it)"
+        return "no checkpoint was saved yet: start again with the change and --overwrite"
     names = ", ".join(f"{n!r} (step {s})" for n, s in found.items())
-    return f"intact checkpoints: {names}"
+    return f"intact checkpoints: {names}; none holds diverged weights"
 
 
 @dataclass(frozen=True)
@@ -236,6 +242,10 @@ def run_loop(
                     )
     except FloatingPointError as e:  # raised before the optimizer step: no weights diverged
         raise FloatingPointError(f"{e} ({intact_hint(run_dir)})") from None
+    except CheckpointWriteError as e:
+        raise CheckpointWriteError(
+            f"{e}; free disk space, then continue with `metagrad train --resume {run_dir}`"
+        ) from None
     finally:
         monitor.close()
     return step, best

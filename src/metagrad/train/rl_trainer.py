@@ -187,7 +187,7 @@ def _restore(
     try:
         restore_rng_state(state["rng"])
         generator.set_state(state["generator"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
         raise CheckpointError(
             f"the checkpoint state in {run_dir} does not fit this run ({type(e).__name__}); "
             "resume from another copy of the run"

@@ -176,7 +176,7 @@ def _restore(
             if name == "reptile" and _reptile_gen(exp):
                 exp.learner.generator.set_state(s)
         exp.learner.load_state_dict(state.get("learner", {}))
-    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
         if isinstance(e, CheckpointError):
             raise
         raise CheckpointError(
