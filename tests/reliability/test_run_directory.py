@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
+import safetensors
 import torch
 
 from metagrad.algorithms.learner import MAML
-from metagrad.train.checkpoint import intact_checkpoints, load_checkpoint
+from metagrad.train.checkpoint import intact_checkpoints, load_checkpoint, state_file
 from metagrad.train.io import inject_write_faults
 from metagrad.train.rundir import run_lock
 from reliability.catalogue import ROOT, SINE, TINY
@@ -90,7 +91,7 @@ def test_resume_without_config_does_not_advise_deleting(run, cli, keep):
 
 
 def test_overwrite_replaces_a_run_and_says_so(run, cli):
-    (run / "last.json").unlink()  # damaged: cannot be resumed
+    (run / "last.state.safetensors").write_bytes(b"junk")  # damaged: cannot be resumed
     outcome = cli("train", SINE, *NO_TEST, "--out", run, "--overwrite")
     assert outcome.code == 0 and "--overwrite: deleted" in outcome.out
     checkpoints_load(run, "last", "best")
@@ -167,7 +168,7 @@ def test_disk_full_at_the_first_save(tmp_path, cli):
 
 def test_first_last_too_big_for_the_disk_names_the_intact_best(tmp_path, cli):
     out = tmp_path / "run"
-    with inject_write_faults(errno.ENOSPC, after=7):  # ... 'best' (4 files), then 'last'
+    with inject_write_faults(errno.ENOSPC, after=5):  # ... 'best' (2 files), then 'last'
         cli("train", SINE, *NO_TEST, "--out", out).expect(
             1, "saving checkpoint 'last'", "intact: 'best' (step 3)"
         )
@@ -231,17 +232,15 @@ def test_resume_may_change_the_evaluation(run, cli):
 
 
 def craft_state(run_dir: Path, **changes) -> None:
-    """Rewrite 'last''s state with ``changes``, with the checksums recomputed: only the range
+    """Rewrite 'last''s state with ``changes``, its checksums recomputed: only the range
     checks stand between it and the resume."""
-    import hashlib
-
-    tree = json.loads((run_dir / "last.state.json").read_text())
-    tree.update(changes)
-    data = json.dumps(tree).encode()
-    (run_dir / "last.state.json").write_bytes(data)
-    manifest = json.loads((run_dir / "last.json").read_text())
-    manifest["files"]["state"].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-    (run_dir / "last.json").write_text(json.dumps(manifest))
+    path = run_dir / "last.state.safetensors"
+    with safetensors.safe_open(path, "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    tree = {**json.loads(meta["tree"]), **changes}
+    weights = (run_dir / "last.safetensors").read_bytes()
+    path.write_bytes(state_file("last", tree["step"], tensors, tree, weights))
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from metagrad.config import (
 from metagrad.errors import DownloadError, UsageError
 from metagrad.registry import UnknownName
 from metagrad.train.checkpoint import CheckpointError, CheckpointWriteError
+from metagrad.train.rundir import WriteFailure
 
 # Errors whose message tells the user what to do, printed as one line, with their exit code:
 # 2 for a usage error (what was given is wrong), 1 for a failure at run time. Any other
@@ -21,7 +22,14 @@ from metagrad.train.checkpoint import CheckpointError, CheckpointWriteError
 # A damaged checkpoint is a usage error: the message names the intact one to give instead.
 USAGE_ERRORS = (UsageError, UnknownName, CheckpointError, FileNotFoundError, FileExistsError)
 # A full disk, a denied write or too little memory is the machine's state, not a bug: exit 1.
-RUNTIME_ERRORS = (DownloadError, FloatingPointError, CheckpointWriteError, OSError, MemoryError)
+RUNTIME_ERRORS = (
+    DownloadError,
+    FloatingPointError,
+    CheckpointWriteError,
+    WriteFailure,
+    OSError,
+    MemoryError,
+)
 USER_ERRORS = USAGE_ERRORS + RUNTIME_ERRORS
 
 
@@ -40,8 +48,8 @@ def message(error: BaseException) -> str:
     if isinstance(error, OSError) and not isinstance(error, USAGE_ERRORS):
         where = f" writing {error.filename}" if error.filename else ""
         return (
-            f"{error.strerror or error}{where}: free space or fix the permissions; a run "
-            "resumes from its last checkpoint with `metagrad train --resume RUN_DIR`"
+            f"{error.strerror or error}{where}: free disk space or fix the permissions, then "
+            "run the command again"
         )
     return str(error)
 

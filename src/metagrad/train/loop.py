@@ -27,6 +27,7 @@ from metagrad.train.io import atomic_write_text
 from metagrad.train.monitor import Monitor
 from metagrad.train.rundir import (
     CONFIG_FILE,
+    WriteFailure,
     check_new_run,
     check_same_config,
     config_hash,
@@ -242,9 +243,16 @@ def run_loop(
                     )
     except FloatingPointError as e:  # raised before the optimizer step: no weights diverged
         raise FloatingPointError(f"{e} ({intact_hint(run_dir)})") from None
-    except CheckpointWriteError as e:
-        raise CheckpointWriteError(
+    except CheckpointWriteError as e:  # the message lists the intact checkpoints
+        raise WriteFailure(
             f"{e}; free disk space, then continue with `metagrad train --resume {run_dir}`"
+        ) from None
+    except OSError as e:  # metrics.jsonl: the checkpoints are untouched
+        found = intact_checkpoints(run_dir)
+        kept = ", ".join(f"{n!r} (step {s})" for n, s in found.items()) or "none yet"
+        raise WriteFailure(
+            f"writing {e.filename or run_dir} failed ({e.strerror or e}); intact checkpoints: "
+            f"{kept}; free disk space, then continue with `metagrad train --resume {run_dir}`"
         ) from None
     finally:
         monitor.close()

@@ -218,6 +218,11 @@ def _holder(run_dir: Path) -> str:
         return "another process"
 
 
+class WriteFailure(RuntimeError):
+    """A run could not write to its directory (a full disk, a denied write): a runtime failure.
+    The message names what is intact and how to continue."""
+
+
 # -------------------------------------------------------------------- stopping cleanly
 class StopRequest:
     """Set by the first Ctrl-C or SIGTERM; a second one interrupts at once."""
