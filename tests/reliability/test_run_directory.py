@@ -175,17 +175,30 @@ def test_first_last_too_big_for_the_disk_names_the_intact_best(tmp_path, cli):
     checkpoints_load(out, "best")
 
 
-def test_disk_full_mid_run_loses_nothing(run, cli, keep):
-    kept = {p.name for p in run.iterdir() if p.name.startswith(("last", "best"))}
-    before = {n: (run / n).read_bytes() for n in kept}
+def test_disk_full_mid_run_loses_nothing(run, cli):
+    before = {p.name: p.read_bytes() for p in run.glob("*.safetensors")}
+    steps = intact_checkpoints(run)
+    # Resuming rewrites config.toml and metrics.jsonl and logs two lines; then 'best' fails.
     with inject_write_faults(errno.ENOSPC, after=4):
         cli("train", "--resume", run, "--no-test", "--set", "train.iterations=12").expect(
-            1, "no space left", "intact"
+            1, "saving checkpoint 'best'", "no space left", "'last' (step 6)", f"--resume {run}"
         )
-    for name in kept:  # what was intact before is intact after (maybe moved to .prev)
-        assert (run / name).exists() or (run / name.replace("last", "last.prev")).exists()
-    assert before and intact_checkpoints(run)
-    checkpoints_load(run, "best")
+    assert {p.name: p.read_bytes() for p in run.glob("*.safetensors")} == before
+    assert intact_checkpoints(run) == steps
+    checkpoints_load(run, "last", "best", "last.prev")
+
+
+def test_a_finished_run_keeps_at_most_last_last_prev_and_best(run):
+    checkpoints = sorted(p.name for p in run.glob("*.safetensors"))
+    assert checkpoints == [
+        "best.safetensors",
+        "best.state.safetensors",
+        "last.prev.safetensors",
+        "last.prev.state.safetensors",
+        "last.safetensors",
+        "last.state.safetensors",
+    ]
+    assert not list(run.glob("*.tmp")) and not (run / ".lock.holder").exists()
 
 
 def test_permission_denied_mid_write(tmp_path, cli, keep):
@@ -200,6 +213,11 @@ def test_a_locked_run_is_refused_naming_its_holder(run, cli, keep):
         cli("train", "--resume", run, "--no-test").expect(
             2, "is in use by", f"pid {os.getpid()}", "since"
         )
+
+
+def test_overwrite_of_a_locked_run_deletes_nothing(run, cli, keep):
+    with run_lock(run), keep(run):
+        cli("train", SINE, *NO_TEST, "--out", run, "--overwrite").expect(2, "is in use by")
 
 
 def test_a_stale_lock_of_a_dead_process_does_not_block(run, cli):

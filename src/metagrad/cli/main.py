@@ -123,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return commands.run(args)
     except KeyboardInterrupt as e:  # a run's own message says what it saved
-        print(f"metagrad {args.command}: {e or 'interrupted'}", file=sys.stderr)
+        said = str(e) or (
+            "interrupted; a run continues from its last checkpoint with "
+            "`metagrad train --resume RUN_DIR`"
+        )
+        print(f"metagrad {args.command}: {said}", file=sys.stderr)
         return 130
     except commands.USER_ERRORS as e:
         print(f"metagrad {args.command}: error: {commands.message(e)}", file=sys.stderr)

@@ -26,18 +26,18 @@ import contextlib
 import hashlib
 import json
 import os
-import random
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import safetensors.torch
 import torch
 from torch import Tensor
 
-from metagrad.train.io import (
+from metagrad.train.io import (  # the errors are re-exported: they belong to checkpoints
+    CheckpointError,
+    CheckpointWriteError,
     PathLike,
     StateError,
     flatten_state,
@@ -46,76 +46,23 @@ from metagrad.train.io import (
     unflatten_state,
     write_temp,
 )
+from metagrad.train.rng import capture_rng_state, restore_rng_state
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointWriteError",
+    "capture_rng_state",
+    "intact_checkpoints",
+    "load_checkpoint",
+    "restore_rng_state",
+    "save_checkpoint",
+    "state_file",
+]
 
 FORMAT, VERSION = "metagrad-checkpoint", 2
 WEIGHTS, STATE = ".safetensors", ".state.safetensors"
 _NAME = re.compile(r"[A-Za-z0-9_-]+(\.prev)?")
 KEEPS_PREVIOUS = ("last",)  # checkpoints that keep their predecessor as NAME.prev
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be saved or loaded; the message says why and what to do instead.
-
-    Attributes:
-        alternative: The name of an intact checkpoint in the same run directory, if any.
-    """
-
-    def __init__(self, message: str, alternative: str | None = None) -> None:
-        super().__init__(message)
-        self.alternative = alternative
-
-
-class CheckpointWriteError(RuntimeError):
-    """Writing a checkpoint failed (a full disk, a denied write): a runtime failure, exit 1.
-    The message names the checkpoints still intact."""
-
-
-# ------------------------------------------------------------------------------ RNG state
-def capture_rng_state(generators: Mapping[str, np.random.Generator] | None = None) -> dict:
-    """Snapshot every random number generator training draws from.
-
-    Args:
-        generators: NumPy ``Generator`` objects by name (e.g. the task sampler's).
-
-    Returns:
-        Python ``random``'s state, NumPy's legacy global state, each named generator's
-        ``bit_generator.state``, torch's CPU state and, if CUDA is available, every GPU's.
-        It can go into a checkpoint state as is.
-    """
-    state = {
-        "python": random.getstate(),
-        "numpy_global": np.random.get_state(),
-        "numpy": {name: g.bit_generator.state for name, g in (generators or {}).items()},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["torch_cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(
-    state: Mapping[str, Any], generators: Mapping[str, np.random.Generator] | None = None
-) -> None:
-    """Restore a :func:`capture_rng_state` snapshot, in place, into the global RNGs and
-    into ``generators`` (each name must be in the snapshot).
-
-    Raises:
-        CheckpointError: a generator has no saved state, or a saved state does not fit it.
-    """
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy_global"])
-    torch.set_rng_state(state["torch"])
-    if "torch_cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["torch_cuda"])
-    saved = state.get("numpy", {})
-    for name, generator in (generators or {}).items():
-        if name not in saved:
-            known = ", ".join(map(repr, saved)) or "none"
-            raise CheckpointError(f"no saved state for numpy generator {name!r} (saved: {known})")
-        try:
-            generator.bit_generator.state = saved[name]
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"cannot restore numpy generator {name!r}: {e}") from e
 
 
 # ------------------------------------------------------------------------- save and load

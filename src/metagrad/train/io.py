@@ -30,6 +30,23 @@ from metagrad.errors import UsageError
 PathLike = str | os.PathLike[str]
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be saved or loaded; the message says why and what to do instead.
+
+    Attributes:
+        alternative: The name of an intact checkpoint in the same run directory, if any.
+    """
+
+    def __init__(self, message: str, alternative: str | None = None) -> None:
+        super().__init__(message)
+        self.alternative = alternative
+
+
+class CheckpointWriteError(RuntimeError):
+    """Writing a checkpoint failed (a full disk, a denied write): a runtime failure, exit 1.
+    The message names the checkpoints still intact."""
+
+
 class StateError(ValueError):
     """A training state cannot be flattened to tensors + JSON or rebuilt from them."""
 

@@ -10,6 +10,7 @@ each passes in.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -255,5 +256,5 @@ def run_loop(
             f"{kept}; free disk space, then continue with `metagrad train --resume {run_dir}`"
         ) from None
     finally:
-        monitor.close()
+        monitor.close(failing=sys.exc_info()[0] is not None)
     return step, best
