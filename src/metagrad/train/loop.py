@@ -136,9 +136,16 @@ def check_state(run_dir: Path, state: dict, cfg: ExperimentConfig) -> None:
     elif "rng" not in state:
         problem = "it has no random number generator state"
     if problem:
+        lowered = isinstance(step, int) and step > cfg.train.iterations
+        remedy = (
+            f"if {CONFIG_FILE}'s train.iterations was lowered by hand, put it back to at least "
+            f"{step}; else the state was not written by metagrad"
+            if lowered
+            else "it was not written by metagrad"
+        )
         raise CheckpointError(
-            f"the checkpoint state in {run_dir} is invalid: {problem}; it was not written by "
-            "metagrad: delete it, or resume from another copy of the run"
+            f"the checkpoint state in {run_dir} is invalid: {problem}; {remedy}: resume from "
+            "another copy of the run"
         )
 
 
