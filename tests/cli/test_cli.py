@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from metagrad.cli.main import main
+from metagrad.train.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 SINE = str(ROOT / "configs" / "sinusoid" / "maml_10shot.toml")
@@ -142,7 +143,7 @@ def test_resume_with_a_larger_budget_trains_on_and_tests_again(run_dir, tmp_path
     assert main(["train", "--resume", str(copy), "--set", "train.iterations=16"]) == 0
     out = capsys.readouterr().out
     assert "train.iterations = 16" in out
-    assert json.loads((copy / "last.json").read_text())["step"] == 16
+    assert load_checkpoint(copy, "last")[1]["step"] == 16
     assert main(["train", "--resume", str(copy), "--set", "train.outer_lr=0.5"]) == 2
     assert "cannot change train.outer_lr" in capsys.readouterr().err
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from metagrad.cli.main import main
+from metagrad.train.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 NAV = str(ROOT / "configs" / "rl" / "maml_trpo_nav2d.toml")
@@ -79,7 +80,7 @@ def test_resume_can_extend_an_rl_run(runs, tmp_path, capsys):
     shutil.copytree(runs / "maml", run)
     assert main(["train", "--resume", str(run), "--set", "train.iterations=6"]) == 0
     assert "train.iterations = 6" in capsys.readouterr().out
-    assert json.loads((run / "last.json").read_text())["step"] == 6
+    assert load_checkpoint(run, "last")[1]["step"] == 6
 
 
 @pytest.mark.parametrize(

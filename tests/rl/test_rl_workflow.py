@@ -45,7 +45,13 @@ def untimed(records: list[dict]) -> list[dict]:
 def test_a_run_directory_has_everything(tmp_path):
     run = tmp_path / "run"
     result = train(tiny(), run)
-    for f in ("config.toml", "metrics.jsonl", "results.json", "last.safetensors", "best.json"):
+    for f in (
+        "config.toml",
+        "metrics.jsonl",
+        "results.json",
+        "last.safetensors",
+        "best.state.safetensors",
+    ):
         assert (run / f).exists(), f
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert load_config(run / "config.toml") == tiny()

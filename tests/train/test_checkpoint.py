@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -10,11 +11,13 @@ import random
 
 import numpy as np
 import pytest
+import safetensors
 import torch
 from torch import nn
 
 from metagrad.train.checkpoint import (
     CheckpointError,
+    CheckpointWriteError,
     capture_rng_state,
     intact_checkpoints,
     load_checkpoint,
@@ -195,15 +198,37 @@ def test_resume_from_checkpoint_is_bit_identical(tmp_path):
         assert_same_tensors(a["state"][i], b["state"][i])
 
 
-def test_checkpoint_files_and_manifest(tmp_path):
+def test_checkpoint_is_two_files_whose_state_names_the_weights(tmp_path):
     run, _ = saved_run(tmp_path, steps=(3,))
     names = sorted(p.name for p in run.iterdir())
-    assert names == ["last.json", "last.safetensors", "last.state.json", "last.state.safetensors"]
-    manifest = json.loads((run / "last.json").read_text())
-    assert manifest["step"] == 3 and manifest["files"]["weights"]["file"] == "last.safetensors"
-    assert manifest["tensors"]["weights"]["0.weight"] == ["float32", [8, 3]]
+    assert names == ["last.safetensors", "last.state.safetensors"]
+    with safetensors.safe_open(run / "last.state.safetensors", "pt") as f:
+        meta = f.metadata()
+    weights = (run / "last.safetensors").read_bytes()
+    assert meta["step"] == "3" and json.loads(meta["tree"])["sampler"] == {"i": 3}
+    assert meta["weights_sha256"] == hashlib.sha256(weights).hexdigest()
     saved_run(tmp_path, steps=(6,))
     assert intact_checkpoints(run) == {"last": 6, "last.prev": 3}
+
+
+def test_best_keeps_no_previous_copy(tmp_path):
+    model = make_model()
+    for step in (2, 4):
+        save_checkpoint(tmp_path, "best", *snapshot_simple(model, step))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "best.safetensors",
+        "best.state.safetensors",
+    ]
+    assert intact_checkpoints(tmp_path) == {"best": 4}
+
+
+def test_files_respect_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        run, _ = saved_run(tmp_path, steps=(3,))
+    finally:
+        os.umask(old)
+    assert {oct(p.stat().st_mode & 0o777) for p in run.iterdir()} == {"0o640"}
 
 
 def test_load_never_unpickles(tmp_path, monkeypatch):
@@ -219,7 +244,7 @@ def test_load_never_unpickles(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip_byte", "delete"])
-@pytest.mark.parametrize("file", ["last.safetensors", "last.state.safetensors", "last.state.json"])
+@pytest.mark.parametrize("file", ["last.safetensors", "last.state.safetensors"])
 def test_damaged_file_is_named_and_previous_checkpoint_still_loads(tmp_path, damage, file):
     run, _ = saved_run(tmp_path)
     path = run / file
@@ -240,14 +265,17 @@ def test_damaged_file_is_named_and_previous_checkpoint_still_loads(tmp_path, dam
     assert load_checkpoint(run, "last.prev")[1]["sampler"] == {"i": 3}
 
 
-def test_damaged_manifest_and_no_alternative(tmp_path):
+def test_damaged_state_and_no_alternative(tmp_path):
     run, _ = saved_run(tmp_path, steps=(3,))
-    (run / "last.json").write_text('{"format": "metagrad-checkpoint", "vers')
-    with pytest.raises(CheckpointError, match="last.json is not valid JSON") as info:
+    (run / "last.state.safetensors").write_bytes(
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......"
+    )
+    with pytest.raises(CheckpointError, match="last.state.safetensors is corrupt") as info:
         load_checkpoint(run, "last")
     assert "No intact checkpoint is left" in str(info.value) and info.value.alternative is None
-    (run / "last.json").unlink()
-    with pytest.raises(CheckpointError, match="last.json is missing .*a save was interrupted"):
+    (run / "last.state.safetensors").unlink()
+    match = "last.state.safetensors is missing .*a save was interrupted"
+    with pytest.raises(CheckpointError, match=match):
         load_checkpoint(run, "last")
 
 
@@ -260,7 +288,7 @@ def test_other_intact_checkpoints_are_offered(tmp_path):
     assert info.value.alternative == "best"
 
 
-REPLACES_PER_SAVE = 8  # 3 data + manifest moved aside, 3 data + manifest moved into place
+REPLACES_PER_SAVE = 4  # weights + state moved aside, weights + state moved into place
 
 
 @pytest.mark.parametrize("fail_at", range(REPLACES_PER_SAVE))
@@ -275,7 +303,7 @@ def test_crash_during_save_leaves_previous_checkpoint_loadable(tmp_path, monkeyp
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", flaky_replace)
-    with pytest.raises(CheckpointError, match="saving checkpoint 'last' .* failed"):
+    with pytest.raises(CheckpointWriteError, match="saving checkpoint .last. .* failed"):
         save_checkpoint(run, "last", *snapshot_simple(model, 9))
     monkeypatch.setattr(os, "replace", real_replace)
     assert not list(run.glob(".*.tmp"))

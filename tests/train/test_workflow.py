@@ -48,7 +48,7 @@ def test_a_run_directory_has_everything(tmp_path):
         "results.json",
         "last.safetensors",
         "best.safetensors",
-        "last.state.json",
+        "last.state.safetensors",
     ):
         assert (run / f).exists(), f
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
@@ -192,7 +192,7 @@ def test_validation_keeps_the_best_checkpoint(tmp_path):
 def test_resume_falls_back_to_the_previous_checkpoint_when_a_save_was_cut(tmp_path):
     train(tiny(), tmp_path / "straight", test=False)
     train(tiny(), tmp_path / "cut", test=False, max_steps=15)  # checkpoints at 5, 10, 15
-    (tmp_path / "cut" / "last.json").unlink()  # as if killed while committing step 15
+    (tmp_path / "cut" / "last.state.safetensors").unlink()  # as if killed while committing step 15
     resume_run(tmp_path / "cut", test=False)  # resumes from last.prev (step 10)
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -236,5 +236,7 @@ def test_read_step_falls_back_to_the_previous_checkpoint(tmp_path):
     assert read_step(tmp_path) == 0  # nothing saved yet
     train(tiny(), tmp_path / "run", test=False)  # "last" at 20, "last.prev" at 15
     assert read_step(tmp_path / "run") == 20
-    (tmp_path / "run" / "last.json").unlink()  # as a kill inside the save of "last" leaves it
+    (
+        tmp_path / "run" / "last.state.safetensors"
+    ).unlink()  # as a kill inside the save of "last" leaves it
     assert read_step(tmp_path / "run") == 15

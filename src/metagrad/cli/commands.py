@@ -13,20 +13,45 @@ from metagrad.config import (
 )
 from metagrad.errors import DownloadError, UsageError
 from metagrad.registry import UnknownName
-from metagrad.train.checkpoint import CheckpointError
+from metagrad.train.checkpoint import CheckpointError, CheckpointWriteError
+from metagrad.train.rundir import WriteFailure
 
 # Errors whose message tells the user what to do, printed as one line, with their exit code:
 # 2 for a usage error (what was given is wrong), 1 for a failure at run time. Any other
 # exception is a bug, and keeps its traceback.
 # A damaged checkpoint is a usage error: the message names the intact one to give instead.
 USAGE_ERRORS = (UsageError, UnknownName, CheckpointError, FileNotFoundError, FileExistsError)
-RUNTIME_ERRORS = (DownloadError, FloatingPointError)  # exit 1
+# A full disk, a denied write or too little memory is the machine's state, not a bug: exit 1.
+RUNTIME_ERRORS = (
+    DownloadError,
+    FloatingPointError,
+    CheckpointWriteError,
+    WriteFailure,
+    OSError,
+    MemoryError,
+)
 USER_ERRORS = USAGE_ERRORS + RUNTIME_ERRORS
 
 
 def exit_code(error: BaseException) -> int:
     """2 for a usage error, 1 for a runtime failure (see :data:`USER_ERRORS`)."""
     return 2 if isinstance(error, USAGE_ERRORS) else 1
+
+
+def message(error: BaseException) -> str:
+    """The one line that tells the user what happened and what to do."""
+    if isinstance(error, MemoryError):
+        return (
+            "out of memory: lower train.meta_batch_size (or set algorithm.chunk_size); a run "
+            "resumes from its last checkpoint with `metagrad train --resume RUN_DIR`"
+        )
+    if isinstance(error, OSError) and not isinstance(error, USAGE_ERRORS):
+        where = f" writing {error.filename}" if error.filename else ""
+        return (
+            f"{error.strerror or error}{where}: free disk space or fix the permissions, then "
+            "run the command again"
+        )
+    return str(error)
 
 
 CONFIG_DIR = Path("configs")
@@ -43,6 +68,8 @@ def train(args: argparse.Namespace) -> int:
     from metagrad.train.trainer import train as train_run
 
     if args.resume:
+        if args.overwrite:
+            raise UsageError("--overwrite replaces a run; --resume continues one: give one")
         if args.config:
             raise UsageError(
                 "--resume continues a run with its own config.toml; give no CONFIG with it "
@@ -55,7 +82,7 @@ def train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     out = args.out or Path("runs") / cfg.name
     print(f"training {cfg.name} into {out}", flush=True)
-    train_run(cfg, out, test=not args.no_test)
+    train_run(cfg, out, test=not args.no_test, overwrite=args.overwrite)
     return 0
 
 

@@ -11,6 +11,7 @@ EPILOG = """examples:
   metagrad train configs/omniglot/maml_5w1s.toml --set train.iterations=2000 --out runs/o5
   metagrad train --resume runs/o5
   metagrad train --resume runs/o5 --set train.iterations=20000   # train it further
+  metagrad train configs/sinusoid/maml_10shot.toml --out runs/s --overwrite  # replace a run
   metagrad test runs/o5 --checkpoint best --set eval.tasks=2000
   metagrad plot runs/sinusoid-maml-10shot
   metagrad train configs/rl/maml_trpo_nav2d.toml
@@ -50,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="RUN_DIR",
         help="resume the run in RUN_DIR (--set train.iterations=N extends it)",
+    )
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out (deletes its checkpoints and metrics)",
     )
     t.add_argument("--no-test", action="store_true", help="skip the meta-test at the end")
 
@@ -116,11 +122,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return commands.run(args)
-    except KeyboardInterrupt:
-        print("interrupted; resume with `metagrad train --resume RUN_DIR`", file=sys.stderr)
+    except KeyboardInterrupt as e:  # a run's own message says what it saved
+        said = str(e) or (
+            "interrupted; a run continues from its last checkpoint with "
+            "`metagrad train --resume RUN_DIR`"
+        )
+        print(f"metagrad {args.command}: {said}", file=sys.stderr)
         return 130
     except commands.USER_ERRORS as e:
-        print(f"metagrad {args.command}: error: {e}", file=sys.stderr)
+        print(f"metagrad {args.command}: error: {commands.message(e)}", file=sys.stderr)
         return commands.exit_code(e)
 
 

@@ -1,23 +1,23 @@
-"""Checkpoints as one consistent, verifiable unit, with no code execution on load.
+"""Checkpoints as one consistent, verifiable unit of two files, with no code execution on load.
 
-A checkpoint ``NAME`` (``"last"``, ``"best"``) in a run directory is four files:
+A checkpoint ``NAME`` (``"last"``, ``"best"``) in a run directory is two safetensors files:
 
-* ``NAME.safetensors``: the model weights;
-* ``NAME.state.safetensors`` + ``NAME.state.json``: the training state (step, optimizer state,
-  RNG states, sampler state, best metric, ...) split into tensors and JSON by
-  :func:`metagrad.train.io.flatten_state`;
-* ``NAME.json``: the manifest, written last: format, step, and the size and sha256 of each file
-  and the dtype and shape of each tensor.
+* ``NAME.safetensors``: the model weights (a plain safetensors file any tool can read);
+* ``NAME.state.safetensors``: the training state's tensors (optimizer moments, RNG states),
+  whose metadata holds the rest of the state as JSON (step, sampler, best metric, the config's
+  hash; split by :func:`metagrad.train.io.flatten_state`), the sha256 and size of the weights
+  file, and a checksum of its own tensors and JSON. It is written last: the commit marker.
 
-Saving writes every new file under a temporary name first, then moves the current checkpoint to
-``NAME.prev.*`` (if it verifies), moves the new files into place and commits by renaming the
-manifest. The previous checkpoint therefore stays loadable, as ``NAME`` or ``NAME.prev``,
-whatever moment a crash interrupts a save. Because a manifest identifies its files by hash, the
-loader accepts each file under its own name or its sibling's (``NAME.x`` <-> ``NAME.prev.x``),
-which covers a crash halfway through moving a checkpoint aside.
+Saving writes both under temporary names, moves the current checkpoint to ``NAME.prev.*`` (if
+it verifies), moves the weights and then the state into place. The previous checkpoint
+therefore stays loadable, as ``NAME`` or ``NAME.prev``, whatever moment a crash interrupts a
+save; because the state identifies its weights by hash, the loader accepts the weights under
+their own name or their sibling's, which covers a crash halfway through moving a checkpoint
+aside. ``last`` keeps ``last.prev``; any other name (``best``) deletes its ``.prev`` once the
+new one is committed, so a run directory holds at most ``last``, ``last.prev`` and ``best``.
 
-Loading reads only safetensors and JSON (never pickle), checks every hash, size, dtype and shape,
-and raises :class:`CheckpointError` naming the file, the problem and an intact alternative.
+Loading reads only safetensors and JSON (never pickle), checks every hash and size, and raises
+:class:`CheckpointError` naming the file, the problem and an intact alternative.
 """
 
 from __future__ import annotations
@@ -26,18 +26,18 @@ import contextlib
 import hashlib
 import json
 import os
-import random
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import safetensors.torch
 import torch
 from torch import Tensor
 
-from metagrad.train.io import (
+from metagrad.train.io import (  # the errors are re-exported: they belong to checkpoints
+    CheckpointError,
+    CheckpointWriteError,
     PathLike,
     StateError,
     flatten_state,
@@ -46,70 +46,23 @@ from metagrad.train.io import (
     unflatten_state,
     write_temp,
 )
+from metagrad.train.rng import capture_rng_state, restore_rng_state
 
-FORMAT, VERSION = "metagrad-checkpoint", 1
-FILES = {"weights": ".safetensors", "state_tensors": ".state.safetensors", "state": ".state.json"}
+__all__ = [
+    "CheckpointError",
+    "CheckpointWriteError",
+    "capture_rng_state",
+    "intact_checkpoints",
+    "load_checkpoint",
+    "restore_rng_state",
+    "save_checkpoint",
+    "state_file",
+]
+
+FORMAT, VERSION = "metagrad-checkpoint", 2
+WEIGHTS, STATE = ".safetensors", ".state.safetensors"
 _NAME = re.compile(r"[A-Za-z0-9_-]+(\.prev)?")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be saved or loaded; the message says why and what to do instead.
-
-    Attributes:
-        alternative: The name of an intact checkpoint in the same run directory, if any.
-    """
-
-    def __init__(self, message: str, alternative: str | None = None) -> None:
-        super().__init__(message)
-        self.alternative = alternative
-
-
-# ------------------------------------------------------------------------------ RNG state
-def capture_rng_state(generators: Mapping[str, np.random.Generator] | None = None) -> dict:
-    """Snapshot every random number generator training draws from.
-
-    Args:
-        generators: NumPy ``Generator`` objects by name (e.g. the task sampler's).
-
-    Returns:
-        Python ``random``'s state, NumPy's legacy global state, each named generator's
-        ``bit_generator.state``, torch's CPU state and, if CUDA is available, every GPU's.
-        It can go into a checkpoint state as is.
-    """
-    state = {
-        "python": random.getstate(),
-        "numpy_global": np.random.get_state(),
-        "numpy": {name: g.bit_generator.state for name, g in (generators or {}).items()},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["torch_cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(
-    state: Mapping[str, Any], generators: Mapping[str, np.random.Generator] | None = None
-) -> None:
-    """Restore a :func:`capture_rng_state` snapshot, in place, into the global RNGs and
-    into ``generators`` (each name must be in the snapshot).
-
-    Raises:
-        CheckpointError: a generator has no saved state, or a saved state does not fit it.
-    """
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy_global"])
-    torch.set_rng_state(state["torch"])
-    if "torch_cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["torch_cuda"])
-    saved = state.get("numpy", {})
-    for name, generator in (generators or {}).items():
-        if name not in saved:
-            known = ", ".join(map(repr, saved)) or "none"
-            raise CheckpointError(f"no saved state for numpy generator {name!r} (saved: {known})")
-        try:
-            generator.bit_generator.state = saved[name]
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"cannot restore numpy generator {name!r}: {e}") from e
+KEEPS_PREVIOUS = ("last",)  # checkpoints that keep their predecessor as NAME.prev
 
 
 # ------------------------------------------------------------------------- save and load
@@ -119,8 +72,33 @@ def _check_name(name: str, saving: bool) -> None:
         raise CheckpointError(f"bad checkpoint name {name!r}: use {kind}, e.g. 'last' or 'best'")
 
 
-def _describe(tensors: Mapping[str, Tensor]) -> dict[str, list]:
-    return {k: [str(t.dtype).removeprefix("torch."), list(t.shape)] for k, t in tensors.items()}
+def state_digest(tensors: Mapping[str, Tensor], tree_json: str) -> str:
+    """The checksum a state file carries of its own content: its tensors (names, dtypes,
+    shapes, bytes) and its JSON tree."""
+    h = hashlib.sha256(tree_json.encode())
+    for key in sorted(tensors):
+        t = tensors[key].detach().to("cpu").reshape(-1).contiguous()
+        h.update(f"\0{key}\0{t.dtype}\0{list(tensors[key].shape)}\0".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def state_file(
+    name: str, step: int, state_tensors: Mapping[str, Tensor], tree: Any, weights_blob: bytes
+) -> bytes:
+    """The bytes of ``NAME.state.safetensors`` for a state split into tensors and a tree."""
+    tree_json = json.dumps(tree)
+    metadata = {
+        "format": FORMAT,
+        "version": str(VERSION),
+        "name": name,
+        "step": str(step),
+        "tree": tree_json,
+        "weights_bytes": str(len(weights_blob)),
+        "weights_sha256": _sha256(weights_blob),
+        "state_sha256": state_digest(state_tensors, tree_json),
+    }
+    return safetensors.torch.save(dict(state_tensors), metadata=metadata)
 
 
 def save_checkpoint(
@@ -137,11 +115,12 @@ def save_checkpoint(
             (a JSON-able dict) and ``"best_metric"``; anything :func:`flatten_state` accepts.
 
     Returns:
-        The manifest path ``run_dir/NAME.json``.
+        The state file ``run_dir/NAME.state.safetensors``, the checkpoint's commit marker.
 
     Raises:
-        CheckpointError: bad arguments, or the disk writes failed (the previous checkpoint,
-            as ``NAME`` or ``NAME.prev``, is then still intact).
+        CheckpointError: bad arguments.
+        CheckpointWriteError: the disk writes failed (the previous checkpoint, as ``NAME`` or
+            ``NAME.prev``, is then still intact).
     """
     _check_name(name, saving=True)
     step = state.get("step")
@@ -157,56 +136,53 @@ def save_checkpoint(
         state_tensors, tree = flatten_state(dict(state))
     except StateError as e:
         raise CheckpointError(f"cannot save checkpoint {name!r}: {e}") from e
+    weights_blob = safetensors.torch.save(
+        weight_tensors, metadata={"format": "metagrad-weights", "name": name, "step": str(step)}
+    )
     blobs = {
-        "weights": safetensors.torch.save(weight_tensors),
-        "state_tensors": safetensors.torch.save(state_tensors),
-        "state": json.dumps(tree).encode("utf-8"),
-    }
-    manifest = {
-        "format": FORMAT,
-        "version": VERSION,
-        "name": name,
-        "step": step,
-        "files": {
-            role: {"file": name + FILES[role], "bytes": len(data), "sha256": _sha256(data)}
-            for role, data in blobs.items()
-        },
-        "tensors": {
-            "weights": _describe(weight_tensors),
-            "state_tensors": _describe(state_tensors),
-        },
+        WEIGHTS: weights_blob,
+        STATE: state_file(name, step, state_tensors, tree, weights_blob),
     }
     run.mkdir(parents=True, exist_ok=True)
     for stale in run.glob(f".{name}.*.tmp"):  # left by a save that was killed
         stale.unlink(missing_ok=True)
     temps: dict[str, Path] = {}
     try:
-        for role, data in blobs.items():
-            temps[role] = write_temp(run / (name + FILES[role]), data)
-        temps["manifest"] = write_temp(
-            run / f"{name}.json", json.dumps(manifest, indent=1).encode()
-        )
+        for suffix, data in blobs.items():
+            temps[suffix] = write_temp(run / (name + suffix), data)
         if _intact(run, name):
             _move_aside(run, name)
-        for role in FILES:
-            os.replace(temps[role], run / (name + FILES[role]))
-            del temps[role]
-        os.replace(temps["manifest"], run / f"{name}.json")  # the commit point
-        del temps["manifest"]
+        for suffix in blobs:  # the state last: the commit point
+            os.replace(temps[suffix], run / (name + suffix))
+            del temps[suffix]
         fsync_dir(run)
     except OSError as e:
-        kept = [n for n in (name, f"{name}.prev") if _intact(run, n)]
-        hint = f"intact: {', '.join(kept)}" if kept else "no previous checkpoint is intact"
-        raise CheckpointError(f"saving checkpoint {name!r} in {run} failed ({e}); {hint}") from e
+        for tmp in temps.values():  # free the space first: the listing below reads the files
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        temps.clear()
+        kept = intact_checkpoints(run)
+        hint = (
+            "intact: " + ", ".join(f"{n!r} (step {s})" for n, s in kept.items())
+            if kept
+            else "no checkpoint of this run is intact"
+        )
+        raise CheckpointWriteError(
+            f"saving checkpoint {name!r} in {run} failed ({e.strerror or e}); {hint}"
+        ) from e
     finally:
         for tmp in temps.values():
             with contextlib.suppress(OSError):
                 tmp.unlink()
-    return run / f"{name}.json"
+    if name not in KEEPS_PREVIOUS:  # committed: the predecessor is no longer needed
+        for suffix in (STATE, WEIGHTS):
+            with contextlib.suppress(OSError):
+                (run / f"{name}.prev{suffix}").unlink(missing_ok=True)
+    return run / (name + STATE)
 
 
 def _move_aside(run: Path, name: str) -> None:
-    for suffix in (*FILES.values(), ".json"):  # manifest last: until then NAME still loads
+    for suffix in (WEIGHTS, STATE):  # the state last: until then NAME still loads
         src = run / (name + suffix)
         if src.exists():
             os.replace(src, run / f"{name}.prev{suffix}")
@@ -229,69 +205,80 @@ def _sibling(name: str) -> str:
     return name.removesuffix(".prev") if name.endswith(".prev") else f"{name}.prev"
 
 
-def _read_manifest(run: Path, name: str) -> dict[str, Any]:
-    path = run / f"{name}.json"
+def _parse(data: bytes, file: str) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The tensors and metadata of a safetensors file's bytes, or why they are unreadable."""
+    size = len(data)
+    n = int.from_bytes(data[:8], "little") if size >= 8 else None
+    if n is None or n > size - 8:
+        raise _Broken(file, f"is truncated ({size} bytes, not even its header)")
     try:
-        manifest = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        orphans = [name + s for s in FILES.values() if (run / (name + s)).exists()]
-        why = f" ({', '.join(orphans)} exist without it: a save was interrupted)" if orphans else ""
-        raise _Broken(path.name, f"is missing{why}") from None
-    except ValueError:  # bad UTF-8 or JSON
-        raise _Broken(path.name, "is not valid JSON (truncated or corrupt)") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise _Broken(path.name, "is not a metagrad checkpoint manifest")
-    if manifest.get("version") != VERSION:
-        raise _Broken(path.name, f"has format version {manifest.get('version')!r}, not {VERSION}")
-    return manifest
-
-
-def _read_file(run: Path, name: str, role: str, entry: Mapping[str, Any]) -> bytes:
-    """The file's bytes, from its own name or its sibling's, whichever matches the manifest."""
-    problem = "is missing"
-    for candidate in (name, _sibling(name)):
-        path = run / (candidate + FILES[role])
-        if not path.exists():
-            continue
-        data = path.read_bytes()
-        if len(data) == entry["bytes"] and _sha256(data) == entry["sha256"]:
-            return data
-        if candidate == name:
-            size, want = len(data), entry["bytes"]
-            problem = (
-                f"is truncated ({size} of {want} bytes)"
-                if size < want
-                else f"is corrupt (its sha256 does not match {name}.json)"
-                if size == want
-                else f"has {size} bytes where {name}.json says {want}"
-            )
-    raise _Broken(name + FILES[role], problem)
-
-
-def _tensors(data: bytes, described: Any, file: str) -> dict[str, Tensor]:
+        header = json.loads(data[8 : 8 + n])
+        ends = [e["data_offsets"][1] for k, e in header.items() if k != "__metadata__"]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        raise _Broken(file, "is corrupt (its header is not valid JSON)") from None
+    want = 8 + n + max(ends, default=0)
+    if size < want:
+        raise _Broken(file, f"is truncated ({size} of {want} bytes)")
+    if size > want:
+        raise _Broken(file, f"is corrupt ({size - want} bytes after its end)")
     try:
         tensors = safetensors.torch.load(data)
     except Exception as e:
-        raise _Broken(file, f"is not a readable safetensors file ({e})") from None
-    if _describe(tensors) != described:
-        raise _Broken(file, "holds tensors whose names, dtypes or shapes differ from the manifest")
-    return tensors
+        raise _Broken(file, f"is corrupt (not a readable safetensors file: {e})") from None
+    metadata = header.get("__metadata__") or {}
+    return tensors, metadata if isinstance(metadata, dict) else {}
 
 
-def _load(run: Path, name: str) -> tuple[dict[str, Any], dict[str, Tensor], Any]:
-    manifest = _read_manifest(run, name)
+def _read_weights(run: Path, name: str, size: int, sha256: str) -> bytes:
+    """The weights' bytes, from their own name or their sibling's, whichever the state names."""
+    problem = "is missing"
+    for candidate in (name, _sibling(name)):
+        path = run / (candidate + WEIGHTS)
+        if not path.exists():
+            continue
+        data = path.read_bytes()
+        if len(data) == size and _sha256(data) == sha256:
+            return data
+        if candidate == name:
+            problem = (
+                f"is truncated ({len(data)} of {size} bytes)"
+                if len(data) < size
+                else f"is corrupt (its sha256 does not match {name}{STATE})"
+                if len(data) == size
+                else f"has {len(data)} bytes where {name}{STATE} says {size}"
+            )
+    raise _Broken(name + WEIGHTS, problem)
+
+
+def _load(run: Path, name: str) -> tuple[int, dict[str, Tensor], Any]:
+    path = run / (name + STATE)
     try:
-        files = {role: _read_file(run, name, role, manifest["files"][role]) for role in FILES}
-        described = manifest["tensors"]["weights"], manifest["tensors"]["state_tensors"]
-    except (KeyError, TypeError):
-        raise _Broken(f"{name}.json", "lacks the entries of a complete manifest") from None
-    weights = _tensors(files["weights"], described[0], name + FILES["weights"])
-    state_tensors = _tensors(files["state_tensors"], described[1], name + FILES["state_tensors"])
+        data = path.read_bytes()
+    except FileNotFoundError:
+        orphan = (run / (name + WEIGHTS)).exists()
+        why = f" ({name}{WEIGHTS} exists without it: a save was interrupted)" if orphan else ""
+        raise _Broken(path.name, f"is missing{why}") from None
+    state_tensors, meta = _parse(data, path.name)
+    if meta.get("format") != FORMAT:
+        raise _Broken(path.name, "is not a metagrad checkpoint state")
+    if meta.get("version") != str(VERSION):
+        raise _Broken(path.name, f"has format version {meta.get('version')!r}, not {VERSION}")
     try:
-        state = unflatten_state(state_tensors, json.loads(files["state"]))
-    except (ValueError, KeyError, TypeError, StateError) as e:
-        raise _Broken(name + FILES["state"], f"does not decode ({e})") from None
-    return manifest, weights, state
+        tree_json, step = meta["tree"], int(meta["step"])
+        size, sha256 = int(meta["weights_bytes"]), meta["weights_sha256"]
+        own = meta["state_sha256"]
+    except (KeyError, ValueError):
+        raise _Broken(path.name, "lacks the entries of a checkpoint state") from None
+    if state_digest(state_tensors, tree_json) != own:
+        raise _Broken(path.name, "is corrupt (its checksum does not match its content)")
+    weights, _ = _parse(_read_weights(run, name, size, sha256), name + WEIGHTS)
+    try:
+        state = unflatten_state(state_tensors, json.loads(tree_json))
+    except (ValueError, KeyError, TypeError, AttributeError, StateError) as e:
+        raise _Broken(path.name, f"holds a state that does not decode ({e})") from None
+    if not isinstance(state, dict) or state.get("step") != step:
+        raise _Broken(path.name, "holds a state whose step differs from its metadata")
+    return step, weights, state
 
 
 def _intact(run: Path, name: str) -> bool:
@@ -305,11 +292,11 @@ def _intact(run: Path, name: str) -> bool:
 def intact_checkpoints(run_dir: PathLike) -> dict[str, int]:
     """The checkpoints in ``run_dir`` that load and verify, by name, with their steps."""
     run, found = Path(run_dir), {}
-    for manifest in sorted(run.glob("*.json")):
-        name = manifest.name.removesuffix(".json")
+    for path in sorted(run.glob("*" + STATE)):
+        name = path.name.removesuffix(STATE)
         if _NAME.fullmatch(name):
             with contextlib.suppress(_Broken):
-                found[name] = _load(run, name)[0]["step"]
+                found[name] = _load(run, name)[0]
     return found
 
 

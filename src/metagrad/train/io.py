@@ -4,18 +4,20 @@
 temporary file in the same directory, is flushed and fsynced, then renamed over the target with
 ``os.replace`` (atomic on POSIX and Windows), and the directory is fsynced so the rename itself
 survives a power loss. ``append_jsonl`` fsyncs each line, and ``read_jsonl`` skips a last line
-cut short by a crash. ``flatten_state`` / ``unflatten_state`` convert a nested training state
+cut short by a crash. :func:`inject_write_faults` makes these writes fail, for tests of a full
+disk or a denied write. ``flatten_state`` / ``unflatten_state`` convert a nested training state
 (optimizer ``state_dict``, RNG states, ...) to safetensors-ready tensors plus JSON, exactly.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,23 @@ from torch import Tensor
 from metagrad.errors import UsageError
 
 PathLike = str | os.PathLike[str]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be saved or loaded; the message says why and what to do instead.
+
+    Attributes:
+        alternative: The name of an intact checkpoint in the same run directory, if any.
+    """
+
+    def __init__(self, message: str, alternative: str | None = None) -> None:
+        super().__init__(message)
+        self.alternative = alternative
+
+
+class CheckpointWriteError(RuntimeError):
+    """Writing a checkpoint failed (a full disk, a denied write): a runtime failure, exit 1.
+    The message names the checkpoints still intact."""
 
 
 class StateError(ValueError):
@@ -45,15 +64,57 @@ def fsync_dir(path: PathLike) -> None:
         os.close(fd)
 
 
+# ------------------------------------------------------------- fault injection (tests only)
+_faults: list[tuple[int, int]] = []  # (errno, writes left before it fails), innermost last
+
+
+@contextlib.contextmanager
+def inject_write_faults(error: int = errno.ENOSPC, after: int = 0) -> Iterator[None]:
+    """Make every write of this module fail with ``OSError(error)`` after ``after`` writes
+    succeeded: a full disk (``errno.ENOSPC``) or a denied write (``errno.EACCES``) on any
+    machine, for the tests. A write is one temporary file or one appended line.
+
+    Example::
+
+        with inject_write_faults(errno.ENOSPC, after=2):
+            train(cfg, run_dir)   # the third file written finds the disk full
+    """
+    _faults.append((error, after))
+    try:
+        yield
+    finally:
+        _faults.pop()
+
+
+def _maybe_fail(path: PathLike) -> None:
+    if not _faults:
+        return
+    error, left = _faults[-1]
+    if left > 0:
+        _faults[-1] = (error, left - 1)
+        return
+    raise OSError(error, os.strerror(error), str(path))
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it back at once
+    os.umask(mask)
+    return mask
+
+
 def write_temp(path: PathLike, data: bytes) -> Path:
     """Write ``data`` to a new fsynced temporary file next to ``path`` and return its path.
 
-    The caller renames it into place (``os.replace``) or deletes it.
+    The caller renames it into place (``os.replace``) or deletes it. The file gets the mode
+    an ordinary ``open`` would (0666 less the umask), not ``mkstemp``'s 0600.
     """
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        with contextlib.suppress(OSError, AttributeError):  # no fchmod on Windows
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
+            _maybe_fail(target)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -95,6 +156,7 @@ def append_jsonl(path: PathLike, record: Mapping[str, Any]) -> None:
         TypeError: a value is not JSON-serialisable (convert tensors with ``.item()`` first).
     """
     line = json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n"
+    _maybe_fail(path)
     with open(path, "a", encoding="utf-8") as f:
         f.write(line)
         f.flush()

@@ -9,6 +9,8 @@ each passes in.
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,15 +18,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from metagrad.config import ExperimentConfig, TrainConfig, config_to_toml
-from metagrad.train.checkpoint import CheckpointError, load_checkpoint
+from metagrad.train.checkpoint import (
+    CheckpointError,
+    CheckpointWriteError,
+    intact_checkpoints,
+    load_checkpoint,
+)
 from metagrad.train.io import atomic_write_text
 from metagrad.train.monitor import Monitor
+from metagrad.train.rundir import (
+    CONFIG_FILE,
+    WriteFailure,
+    check_new_run,
+    check_same_config,
+    config_hash,
+    config_identity,
+    stop_requests,
+)
 
 if TYPE_CHECKING:
     from metagrad.evaluate.protocol import EvalResult
     from metagrad.train.rl_testing import RLEvalResult
 
-CONFIG_FILE = "config.toml"
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the run after saving ``last``; the message says how to resume."""
 
 
 @dataclass(frozen=True)
@@ -45,12 +63,9 @@ class TrainResult:
 
 
 def refuse_existing_run(run_dir: Path) -> None:
-    """Raise ``FileExistsError`` if ``run_dir`` already holds a run (it is never overwritten)."""
-    if (run_dir / CONFIG_FILE).exists():
-        raise FileExistsError(
-            f"{run_dir} already holds a run. Resume it with `metagrad train --resume "
-            f"{run_dir}`, or choose another directory with --out."
-        )
+    """Raise ``FileExistsError`` if ``run_dir`` already holds a run (config, metrics or any
+    checkpoint): a run is replaced only with ``--overwrite``."""
+    check_new_run(run_dir)
 
 
 def start_run(cfg: ExperimentConfig, run_dir: Path) -> None:
@@ -60,21 +75,88 @@ def start_run(cfg: ExperimentConfig, run_dir: Path) -> None:
     atomic_write_text(run_dir / CONFIG_FILE, config_to_toml(cfg, header=f"metagrad run {cfg.name}"))
 
 
-def load_resume_checkpoint(run_dir: Path, expected: dict) -> tuple[dict, dict]:
+def config_state(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What every checkpoint records of its config: the values that decide its steps, hashed."""
+    identity = config_identity(cfg)
+    return {"config_hash": config_hash(identity), "config": identity}
+
+
+def load_resume_checkpoint(
+    run_dir: Path, expected: dict, cfg: ExperimentConfig
+) -> tuple[dict, dict] | None:
     """The ``last`` checkpoint, or ``last.prev`` when a kill interrupted the save of ``last``
-    (a consistent state one checkpoint earlier: the resumed run replays the steps after it)."""
+    (a consistent state one checkpoint earlier: the resumed run replays the steps after it);
+    ``None`` when the run stopped before its first ``last`` (it restarts from step 0).
+
+    Raises:
+        CheckpointError: ``last`` exists but neither it nor ``last.prev`` loads, or its state
+            is out of range.
+        UsageError: the checkpoint was trained with another config.
+    """
+    if not any(run_dir.glob("last*.safetensors")) and not any(run_dir.glob("last*.json")):
+        print(f"{run_dir} has no checkpoint yet: restarting it from step 0", flush=True)
+        return None
     try:
-        return load_checkpoint(run_dir, "last", expected=expected)
+        found = load_checkpoint(run_dir, "last", expected=expected)
     except CheckpointError as error:
         try:
             found = load_checkpoint(run_dir, "last.prev", expected=expected)
-        except CheckpointError:
-            raise error from None
+        except CheckpointError:  # the message's --checkpoint advice is for `test`, not here
+            why = str(error).split(". ")[0]
+            raise CheckpointError(
+                f"{why}, and 'last.prev' does not load either: {run_dir} cannot be resumed; "
+                f"test its other checkpoints (metagrad test {run_dir} --checkpoint best), or "
+                "train again into another --out"
+            ) from None
         print(
             f"'last' is incomplete ({error}); resuming from 'last.prev' at step {found[1]['step']}",
             flush=True,
         )
-        return found
+    check_state(run_dir, found[1], cfg)
+    check_same_config(run_dir, cfg, found[1])
+    return found
+
+
+def check_state(run_dir: Path, state: dict, cfg: ExperimentConfig) -> None:
+    """Range-check the values a resume reads from a checkpoint's state.
+
+    Raises:
+        CheckpointError: a step outside 0..train.iterations, a non-finite best metric or wall
+            time, or a missing entry.
+    """
+    step, best = state.get("step"), state.get("best_metric")
+    wall = state.get("wall_seconds")
+    problem = None
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= cfg.train.iterations:
+        problem = f"step {step!r} is not in 0..{cfg.train.iterations} (train.iterations)"
+    elif best is not None and (not isinstance(best, (int, float)) or not math.isfinite(best)):
+        problem = f"best_metric {best!r} is not a finite number"
+    elif wall is not None and (not isinstance(wall, (int, float)) or not 0 <= wall < math.inf):
+        problem = f"wall_seconds {wall!r} is not a finite number of seconds"
+    elif "rng" not in state:
+        problem = "it has no random number generator state"
+    if problem:
+        lowered = isinstance(step, int) and step > cfg.train.iterations
+        remedy = (
+            f"if {CONFIG_FILE}'s train.iterations was lowered by hand, put it back to at least "
+            f"{step}; else the state was not written by metagrad"
+            if lowered
+            else "it was not written by metagrad"
+        )
+        raise CheckpointError(
+            f"the checkpoint state in {run_dir} is invalid: {problem}; {remedy}: resume from "
+            "another copy of the run"
+        )
+
+
+def intact_hint(run_dir: Path) -> str:
+    """Which checkpoints of ``run_dir`` are intact after a divergence, as a clause of its
+    error message (a resume would diverge again: the config must change)."""
+    found = intact_checkpoints(run_dir)
+    if not found:
+        return "no checkpoint was saved yet: start again with the change and --overwrite"
+    names = ", ".join(f"{n!r} (step {s})" for n, s in found.items())
+    return f"intact checkpoints: {names}; none holds diverged weights"
 
 
 @dataclass(frozen=True)
@@ -141,26 +223,45 @@ def run_loop(
         return None if wall is None else time.perf_counter() - t_start
 
     try:
-        while step < stop:
-            loss, record = train_step(step)
-            step += 1
-            monitor.advance(step, loss)
-            if step % t.log_every == 0 or step == stop:
-                now = time.perf_counter()
-                monitor.log(
-                    step, "train", record(SinceLog(step - step_last, now - t_last, wall_s()))
-                )
-                t_last, step_last = now, step
-            if t.val_every and (step % t.val_every == 0 or step == t.iterations):
-                metric, summary = validate()
-                monitor.log(
-                    step, "val", summary if wall is None else {**summary, "wall_s": wall_s()}
-                )
-                if best is None or metric > best:
-                    best = metric
-                    save("best", step, best, wall_s())
-            if (t.checkpoint_every and step % t.checkpoint_every == 0) or step == stop:
-                save("last", step, best, wall_s())
+        with stop_requests() as stop_request:
+            while step < stop:
+                loss, record = train_step(step)
+                step += 1
+                monitor.advance(step, loss)
+                if step % t.log_every == 0 or step == stop:
+                    now = time.perf_counter()
+                    since = SinceLog(step - step_last, now - t_last, wall_s())
+                    monitor.log(step, "train", record(since))
+                    t_last, step_last = now, step
+                if t.val_every and (step % t.val_every == 0 or step == t.iterations):
+                    metric, summary = validate()
+                    monitor.log(
+                        step, "val", summary if wall is None else {**summary, "wall_s": wall_s()}
+                    )
+                    if best is None or metric > best:
+                        best = metric
+                        save("best", step, best, wall_s())
+                due = t.checkpoint_every and step % t.checkpoint_every == 0
+                if due or step == stop or stop_request.signal:  # a stop saves its steps
+                    save("last", step, best, wall_s())
+                if stop_request.signal and step < stop:
+                    raise Interrupted(
+                        f"{stop_request.signal}: stopped at step {step} and saved checkpoint "
+                        f"'last'; continue with `metagrad train --resume {run_dir}`"
+                    )
+    except FloatingPointError as e:  # raised before the optimizer step: no weights diverged
+        raise FloatingPointError(f"{e} ({intact_hint(run_dir)})") from None
+    except CheckpointWriteError as e:  # the message lists the intact checkpoints
+        raise WriteFailure(
+            f"{e}; free disk space, then continue with `metagrad train --resume {run_dir}`"
+        ) from None
+    except OSError as e:  # metrics.jsonl: the checkpoints are untouched
+        found = intact_checkpoints(run_dir)
+        kept = ", ".join(f"{n!r} (step {s})" for n, s in found.items()) or "none yet"
+        raise WriteFailure(
+            f"writing {e.filename or run_dir} failed ({e.strerror or e}); intact checkpoints: "
+            f"{kept}; free disk space, then continue with `metagrad train --resume {run_dir}`"
+        ) from None
     finally:
-        monitor.close()
+        monitor.close(failing=sys.exc_info()[0] is not None)
     return step, best

@@ -79,8 +79,19 @@ class Monitor:
         else:
             print(line, flush=True)
 
-    def close(self) -> None:
+    def close(self, failing: bool = False) -> None:
+        """Close the progress bar and the TensorBoard writer.
+
+        Args:
+            failing: the run is stopping on an error, whose message must stay the one line
+                printed: a TensorBoard writer that cannot flush (the same full disk) is then
+                closed quietly (``metrics.jsonl`` is the run's record).
+        """
         if self.bar is not None:
             self.bar.close()
         if self.writer is not None:
-            self.writer.close()
+            try:
+                self.writer.close()
+            except Exception:
+                if not failing:
+                    raise

@@ -35,8 +35,20 @@ import torch
 
 from metagrad.config import ExperimentConfig, selection_score, val_metric
 from metagrad.functional.params import Params, detached
-from metagrad.train.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
-from metagrad.train.loop import SinceLog, TrainResult, load_resume_checkpoint, run_loop, start_run
+from metagrad.train.checkpoint import (
+    CheckpointError,
+    capture_rng_state,
+    restore_rng_state,
+    save_checkpoint,
+)
+from metagrad.train.loop import (
+    SinceLog,
+    TrainResult,
+    config_state,
+    load_resume_checkpoint,
+    run_loop,
+    start_run,
+)
 from metagrad.train.rl_build import RLExperiment, build_rl_experiment
 from metagrad.train.rl_testing import run_rl_test, validate
 
@@ -88,7 +100,7 @@ def train_rl(
         generator = torch.Generator().manual_seed(cfg.seed)  # tasks, actions and resets
         step, best = 0, None
         if resume:
-            theta, step, best = _restore(exp, generator, run_dir)
+            theta, step, best = _restore(exp, generator, run_dir, cfg, theta)
 
         def train_step(done: int) -> tuple[float, Callable[[SinceLog], dict[str, Any]]]:
             nonlocal theta
@@ -96,7 +108,7 @@ def train_rl(
             return stats["loss_after"], lambda since: stats
 
         def save(name: str, step: int, best: float | None, wall: float | None) -> None:
-            _save(run_dir, name, theta, generator, step, best)
+            _save(run_dir, name, theta, generator, step, best, config_state(cfg))
 
         step, best = run_loop(
             run_dir, t, step, best, train_step, lambda: _validate(exp, theta), save, max_steps
@@ -153,20 +165,31 @@ def _save(
     generator: torch.Generator,
     step: int,
     best: float | None,
+    config: dict[str, Any],
 ) -> None:
     state = {
         "step": step,
         "rng": capture_rng_state(),
         "generator": generator.get_state(),
         "best_metric": best,
+        **config,
     }
     save_checkpoint(run_dir, name, detached(theta), state)
 
 
 def _restore(
-    exp: RLExperiment, generator: torch.Generator, run_dir: Path
+    exp: RLExperiment, generator: torch.Generator, run_dir: Path, cfg: ExperimentConfig, theta
 ) -> tuple[Params, int, float | None]:
-    weights, state = load_resume_checkpoint(run_dir, exp.policy.state_dict())
-    restore_rng_state(state["rng"])
-    generator.set_state(state["generator"])
+    found = load_resume_checkpoint(run_dir, exp.policy.state_dict(), cfg)
+    if found is None:  # stopped before its first checkpoint: start again
+        return theta, 0, None
+    weights, state = found
+    try:
+        restore_rng_state(state["rng"])
+        generator.set_state(state["generator"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise CheckpointError(
+            f"the checkpoint state in {run_dir} does not fit this run ({type(e).__name__}); "
+            "resume from another copy of the run"
+        ) from None
     return exp.as_theta(weights), state["step"], state["best_metric"]

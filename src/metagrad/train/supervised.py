@@ -20,10 +20,16 @@ import torch
 
 from metagrad.config import ExperimentConfig
 from metagrad.train.build import Experiment, build_experiment
-from metagrad.train.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+from metagrad.train.checkpoint import (
+    CheckpointError,
+    capture_rng_state,
+    restore_rng_state,
+    save_checkpoint,
+)
 from metagrad.train.loop import (
     SinceLog,
     TrainResult,
+    config_state,
     load_resume_checkpoint,
     refuse_existing_run,
     run_loop,
@@ -63,7 +69,7 @@ def train_supervised(
     opt = make_outer_optimizer(cfg, exp.model.parameters()) if _trainable(exp) else None
     step, best, wall = 0, None, 0.0
     if resume:
-        step, best, wall = _restore(exp, opt, run_dir)
+        step, best, wall = _restore(exp, opt, run_dir, cfg)
     t = cfg.train
     if opt is None:  # nothing to learn (the mean predictor): straight to the test
         step = t.iterations
@@ -74,15 +80,25 @@ def train_supervised(
         batch = exp.train_tasks.sample(t.meta_batch_size).to(t.device)
         opt.zero_grad(set_to_none=True)
         out = exp.learner.backward(batch)
-        if t.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(exp.model.parameters(), t.grad_clip)
-        opt.step()
         loss = out.loss.item()
+        # Checked before the optimizer's step, so diverged weights never reach a checkpoint.
         if not math.isfinite(loss) and batch.query_x.shape[1] > 0:
             raise FloatingPointError(
-                f"the meta-training loss became {loss} at step {done + 1}: lower "
-                "train.outer_lr or algorithm.inner_lr, or set train.grad_clip"
+                f"the meta-training loss became {loss} at step {done + 1}, so training stopped "
+                "before that step: lower train.outer_lr or algorithm.inner_lr, or set "
+                "train.grad_clip"
             )
+        if t.grad_clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(exp.model.parameters(), t.grad_clip)
+        else:
+            norm = _grad_norm(exp.model.parameters())
+        if not math.isfinite(norm):
+            raise FloatingPointError(
+                f"the meta-gradient became {norm} at step {done + 1}, so training stopped "
+                "before that step: lower train.outer_lr or algorithm.inner_lr, or set "
+                "train.grad_clip"
+            )
+        opt.step()
 
         def record(since: SinceLog) -> dict[str, Any]:
             rate = since.steps * t.meta_batch_size / since.seconds
@@ -95,7 +111,7 @@ def train_supervised(
 
         return loss, record
 
-    save = partial(_save, exp, opt, run_dir)
+    save = partial(_save, exp, opt, run_dir, config_state(cfg))
     step, best = run_loop(
         run_dir, t, step, best, train_step, lambda: validation_metric(exp), save, max_steps, wall
     )
@@ -103,6 +119,11 @@ def train_supervised(
     if test and step >= t.iterations:
         result = run_test(run_dir, "best" if best is not None else "last", exp=exp)
     return TrainResult(run_dir, step, best, result)
+
+
+def _grad_norm(params) -> float:
+    grads = [p.grad.detach().norm() for p in params if p.grad is not None]
+    return torch.stack(grads).norm().item() if grads else 0.0
 
 
 def _trainable(exp: Experiment) -> bool:
@@ -113,6 +134,7 @@ def _save(
     exp: Experiment,
     opt,
     run_dir: Path,
+    config: dict[str, Any],
     name: str,
     step: int,
     best: float | None,
@@ -128,6 +150,7 @@ def _save(
         "wall_seconds": wall,
         "torch_generators": {k: g.get_state() for k, g in generators.items()},
         "learner": exp.learner.state_dict(),
+        **config,
     }
     save_checkpoint(run_dir, name, exp.model.state_dict(), state)
 
@@ -136,15 +159,29 @@ def _reptile_gen(exp: Experiment) -> bool:
     return getattr(exp.learner, "generator", None) is not None
 
 
-def _restore(exp: Experiment, opt, run_dir: Path) -> tuple[int, float | None, float]:
-    weights, state = load_resume_checkpoint(run_dir, exp.model.state_dict())
-    exp.model.load_state_dict(weights)
-    if opt is not None:
-        opt.load_state_dict(state["optimizer"])
-    restore_rng_state(state["rng"])
-    exp.train_tasks.load_state_dict(state["sampler"])
-    for name, s in state.get("torch_generators", {}).items():
-        if name == "reptile" and _reptile_gen(exp):
-            exp.learner.generator.set_state(s)
-    exp.learner.load_state_dict(state.get("learner", {}))
-    return state["step"], state["best_metric"], state.get("wall_seconds", 0.0)
+def _restore(
+    exp: Experiment, opt, run_dir: Path, cfg: ExperimentConfig
+) -> tuple[int, float | None, float]:
+    found = load_resume_checkpoint(run_dir, exp.model.state_dict(), cfg)
+    if found is None:  # stopped before its first checkpoint: start again
+        return 0, None, 0.0
+    weights, state = found
+    try:
+        exp.model.load_state_dict(weights)
+        if opt is not None:
+            opt.load_state_dict(state["optimizer"])
+        restore_rng_state(state["rng"])
+        exp.train_tasks.load_state_dict(state["sampler"])
+        for name, s in state.get("torch_generators", {}).items():
+            if name == "reptile" and _reptile_gen(exp):
+                exp.learner.generator.set_state(s)
+        exp.learner.load_state_dict(state.get("learner", {}))
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(
+            f"the checkpoint state in {run_dir} does not fit this run ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'}); it was not written "
+            "by metagrad for this config: resume from another copy of the run"
+        ) from None
+    return state["step"], state["best_metric"], state.get("wall_seconds") or 0.0

@@ -12,7 +12,6 @@ and N more give bit-identical parameters to 2N uninterrupted steps.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 
 import torch
@@ -21,7 +20,17 @@ from metagrad.config import ExperimentConfig, config_to_toml, load_config
 from metagrad.errors import UsageError
 from metagrad.train.checkpoint import intact_checkpoints
 from metagrad.train.io import atomic_write_text
-from metagrad.train.loop import CONFIG_FILE, TrainResult
+from metagrad.train.loop import TrainResult
+from metagrad.train.rundir import (
+    CONFIG_FILE,
+    RESUMABLE,
+    check_new_run,
+    check_out_dir,
+    flat_config,
+    holds_run,
+    resumable,
+    run_lock,
+)
 from metagrad.train.supervised import train_supervised
 
 
@@ -31,21 +40,43 @@ def train(
     resume: bool = False,
     test: bool = True,
     max_steps: int | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Meta-train ``cfg`` into ``run_dir`` (or resume the run there), then meta-test.
 
     Args:
         cfg: the experiment.
-        run_dir: the run directory (see module docstring).
-        resume: continue from the ``last`` checkpoint of ``run_dir``.
+        run_dir: the run directory (see module docstring); locked while the run writes to it.
+        resume: continue from the ``last`` checkpoint of ``run_dir`` (from step 0 if the run
+            stopped before its first checkpoint).
         test: meta-test the best (else last) checkpoint at the end.
         max_steps: stop after this step (for tests and time-boxed runs); the run can resume.
+        overwrite: delete a run already in ``run_dir`` first (else it is refused).
 
     Returns:
         The run directory, the steps done, the best validation metric and the test result
         (:class:`metagrad.evaluate.protocol.EvalResult`, or for RL
         :class:`metagrad.train.rl_testing.RLEvalResult`) if it ran.
+
+    Raises:
+        FileExistsError: ``run_dir`` holds a run and neither ``resume`` nor ``overwrite``.
+        UsageError: ``run_dir`` is a file, unwritable, or in use by another process.
     """
+    if not resume:
+        check_out_dir(run_dir)
+    with run_lock(run_dir):
+        if not resume:
+            check_new_run(run_dir, overwrite)
+        return _train(cfg, run_dir, resume, test, max_steps)
+
+
+def _train(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    resume: bool,
+    test: bool = True,
+    max_steps: int | None = None,
+) -> TrainResult:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     if cfg.task.kind == "rl":  # meta-RL: its own step, the same loop and run directory
@@ -55,23 +86,8 @@ def train(
     return train_supervised(cfg, run_dir, resume, test, max_steps)
 
 
-# What a resume may change: the budget and the bookkeeping, never what the steps compute.
-RESUMABLE_CHANGES = (
-    "train.iterations",
-    "train.val_every",
-    "train.log_every",
-    "train.checkpoint_every",
-    "train.threads",
-)
-
-
-def _flat(cfg: ExperimentConfig) -> dict[str, object]:
-    return {
-        f"{section.name}.{key}": value
-        for section in fields(cfg)
-        if is_dataclass(part := getattr(cfg, section.name))
-        for key, value in asdict(part).items()
-    }
+# What a resume may change (kept in one place, metagrad.train.rundir.RESUMABLE).
+RESUMABLE_CHANGES = RESUMABLE
 
 
 def resumed_config(run_dir: Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -88,17 +104,22 @@ def resumed_config(run_dir: Path, overrides: Sequence[str] = ()) -> ExperimentCo
     """
     cfg_path = run_dir / CONFIG_FILE
     if not cfg_path.exists():
+        if holds_run(run_dir):  # checkpoints without their config: never advise deleting them
+            raise FileNotFoundError(
+                f"{run_dir} has no {CONFIG_FILE}, so it cannot be resumed: put back the "
+                "config.toml it was trained with, or train into another --out"
+            )
         raise FileNotFoundError(
             f"{run_dir} has no {CONFIG_FILE}: it is not a metagrad run directory. Start a run "
-            "with `metagrad train CONFIG --out RUN_DIR`."
+            "with `metagrad train CONFIG --out NEW_DIR`."
         )
     cfg = load_config(cfg_path)
     if not overrides:
         return cfg
     new = load_config(cfg_path, overrides)
-    before, after = _flat(cfg), _flat(new)
+    before, after = flat_config(cfg), flat_config(new)
     changed = sorted(k for k in after if before.get(k) != after[k])
-    refused = [k for k in changed if k not in RESUMABLE_CHANGES]
+    refused = [k for k in changed if not resumable(k)]
     if refused:
         raise UsageError(
             f"--resume cannot change {', '.join(refused)}: it would change what the steps "
@@ -140,4 +161,7 @@ def resume_run(run_dir: Path, overrides: Sequence[str] = (), **kw) -> TrainResul
             ``["train.iterations=20000"]`` to train a finished run further.
         **kw: passed to :func:`train`.
     """
-    return train(resumed_config(run_dir, overrides), run_dir, resume=True, **kw)
+    if not (run_dir / CONFIG_FILE).exists():
+        resumed_config(run_dir)  # raises, saying why
+    with run_lock(run_dir):
+        return _train(resumed_config(run_dir, overrides), run_dir, resume=True, **kw)
