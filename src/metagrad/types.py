@@ -126,7 +126,7 @@ class TaskBatch:
 
 
 def validate_task_batch(batch: TaskBatch) -> None:
-    """Check the invariants of a :class:`TaskBatch`, raising ``UsageError`` (a ``ValueError``) with the fix."""
+    """Check the invariants of a :class:`TaskBatch`, raising ``UsageError`` with the fix."""
     for f in fields(batch):
         t = getattr(batch, f.name)
         if not isinstance(t, Tensor):

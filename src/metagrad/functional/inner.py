@@ -60,8 +60,9 @@ class InnerLoop:
     def __post_init__(self) -> None:
         # The one place every inner loop passes (MAML, Reptile, adapt, evaluate): the same
         # rules and words as the config's (metagrad.checks).
-        require("inner_lr", lr_problem(self.inner_lr))
         require("inner_steps", count_problem(self.inner_steps, 0))
+        if self.inner_steps > 0:  # no step takes a rate: any placeholder will do
+            require("inner_lr", lr_problem(self.inner_lr))
 
 
 def gradients(
