@@ -23,14 +23,16 @@ evaluation never branch on the path.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from metagrad.functional.inner import InnerLoop, run_inner, trajectory
+from metagrad.checks import check_loss_value, loss_shape_problem
+from metagrad.errors import UsageError
+from metagrad.functional.inner import InnerLoop, prepare, run_inner, trajectory
 from metagrad.functional.params import expand_tasks, split_state
 from metagrad.types import PATHS, Loss, Objective, Params, TaskBatch, TaskBatchedModule
 
@@ -116,7 +118,7 @@ class TaskExecutor:
     def task_losses(self, loss: Loss, out: Tensor, y: Tensor) -> Tensor:
         """Per-task losses ``[tasks]`` of outputs ``[tasks, N, ...]``."""
         if self.path == "loop":  # a user's loss need not be vmap-able on the reference path
-            return torch.stack([loss(o, t) for o, t in zip(out, y)])
+            return torch.stack([_scalar(loss(o, t)) for o, t in zip(out, y)])
         return task_losses(loss, out, y)
 
     def adapt_all(
@@ -184,7 +186,7 @@ class TaskExecutor:
                 params = {k: offset[k] + params[k] for k in offset}
             if batched:
                 return task_losses(loss, self.predict_all(params, data[0]), data[1]).sum()
-            return loss(self.forward(params, data[0]), data[1])
+            return _scalar(loss(self.forward(params, data[0]), data[1]))
 
         return objective
 
@@ -212,8 +214,80 @@ def _stack_state(per_task: list[dict]) -> dict:
 
 
 def task_losses(loss_fn: Loss, out: Tensor, y: Tensor) -> Tensor:
-    """Per-task losses ``[tasks]`` of batched outputs ``[tasks, N, ...]``."""
-    return vmap(loss_fn)(out, y)
+    """Per-task losses ``[tasks]`` of batched outputs ``[tasks, N, ...]``.
+
+    Raises:
+        UsageError: the loss is not a scalar per task (summed, it would give a meta-gradient
+            matching neither the mean nor the sum; the loop path refuses it with these words).
+    """
+    losses = vmap(loss_fn)(out, y)
+    if (problem := loss_shape_problem(losses.shape[1:])) is not None:
+        raise UsageError(problem)
+    return losses
+
+
+def _scalar(loss: Tensor) -> Tensor:
+    check_loss_value(loss)
+    return loss
+
+
+def probe(executor: TaskExecutor, loss: Loss, params: Params, x: Tensor, y: Tensor) -> set[str]:
+    """The names of the parameters ``loss`` uses on one task's data ``x [N, ...]``, checking on
+    the way what would otherwise fail deep inside autograd or the model.
+
+    Runs on copies of the buffers and restores the random state, so it changes nothing a
+    training run computes (resumes stay exact).
+
+    Raises:
+        UsageError: the model cannot take inputs shaped like ``x`` (names both shapes), the
+            loss is not a scalar, or it depends on none of ``params``.
+    """
+    executor = replace(executor, buffers={k: v.clone() for k, v in executor.buffers.items()})
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.enable_grad():
+        p = prepare(params)
+        try:
+            out = executor.forward(p, x)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UsageError(
+                f"the model cannot take the batch's inputs: each example has shape "
+                f"{tuple(x.shape[1:])}, but {_expects(executor.model)} (torch: {first}); make "
+                "the task's inputs and the model's input size agree"
+            ) from e
+        value = _scalar(loss(out, y))
+        if not value.requires_grad:
+            used: set[str] = set()
+        else:
+            grads = torch.autograd.grad(value, list(p.values()), allow_unused=True)
+            used = {k for k, g in zip(p, grads) if g is not None}
+    if not used:
+        raise UsageError(
+            "the loss depends on none of the model's parameters (no gradient reaches them); "
+            "compute it from the model's output, without .detach(), .item() or torch.no_grad()"
+        )
+    return used
+
+
+def _expects(model: nn.Module) -> str:
+    """What the model's first layer takes, as far as it says."""
+    for m in model.modules():
+        if isinstance(getattr(m, "in_features", None), int):
+            return f"its first layer ({type(m).__name__}) takes {m.in_features} features"
+        if isinstance(getattr(m, "in_channels", None), int):
+            return f"its first layer ({type(m).__name__}) takes {m.in_channels} channels"
+    return "the model rejects that shape"
+
+
+def uses_batch_statistics(model: nn.Module) -> bool:
+    """Whether some layer normalises with the current batch's statistics (transductive)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if m.training or not m.track_running_stats:
+                return True
+        elif type(m).__name__ == "BatchNorm":  # metagrad.models' transductive BatchNorm
+            return True
+    return False
 
 
 def check_batch(batch: TaskBatch) -> TaskBatch:

@@ -152,7 +152,7 @@ def trajectory(
         batches: optional ``batches(step) -> data`` giving each step its own data.
     """
     lrs = lr_schedule(inner.inner_lr, _checked(inner.inner_steps))
-    _check_rate_names(lrs, params)
+    check_rate_names(lrs, params)
     with torch.enable_grad():  # adaptation needs gradients even when evaluating under no_grad
         params = prepare(params)
         state = inner.optimizer.init(params) if inner.state is None else inner.state
@@ -195,7 +195,7 @@ def _recomputed(
     objective: Objective, params: Params, data: Any, inner: InnerLoop, batches: Batches | None
 ) -> tuple[Params, dict]:
     lrs = lr_schedule(inner.inner_lr, _checked(inner.inner_steps))
-    _check_rate_names(lrs, params)
+    check_rate_names(lrs, params)
 
     def step_function(step: int):
         step_data = data if batches is None else batches(step)
@@ -218,7 +218,7 @@ def _checked(inner_steps: int) -> int:
     return inner_steps
 
 
-def _check_rate_names(lrs: list, params: Params) -> None:
+def check_rate_names(lrs: list, params: Params) -> None:
     """Per-parameter learning rates must name exactly the adapted parameters."""
     for lr in lrs:
         if isinstance(lr, Mapping) and set(lr) != set(params):
