@@ -18,6 +18,12 @@ from torch import Tensor
 from metagrad.errors import UsageError
 
 LR_EXPECTED = "must be a finite number > 0 (e.g. 0.01)"
+# A loss without a graph to the parameters (autograd's own words: "element 0 of tensors does
+# not require grad and does not have a grad_fn").
+UNUSED = (
+    "depends on none of the model's parameters (no gradient reaches them); compute it from "
+    "the model's output, without .detach(), .item() or torch.no_grad()"
+)
 
 
 def require(name: str, problem: str | None) -> None:

@@ -108,19 +108,7 @@ class MetaLearner:
         self.path, self.chunk_size = path, chunk_size
         resolve_path(model, path)  # refuse a bad path now, not at the first batch
         MetaLearner.inner_loop(self, None, None)  # refuse bad per-parameter rates now, too
-        self._used: dict[tuple, set[str]] = {}  # parameters the loss uses, per batch signature
         self._warned = False
-
-    def used_params(self, executor: TaskExecutor, params: Params, batch: TaskBatch) -> set[str]:
-        """The parameters the loss uses (:func:`~metagrad.algorithms.paths.probe` on the first
-        task), probed once per batch shape: it also turns a model that cannot take the inputs
-        or a loss without a graph into one clear error before any work is done."""
-        key = (tuple(batch.support_x.shape[1:]), tuple(batch.support_y.shape[1:]))
-        key += (batch.support_x.dtype, batch.support_y.dtype)
-        if key not in self._used:
-            x, y = batch.support_x[0], batch.support_y[0]
-            self._used[key] = probe(executor, self.loss, params, x, y)
-        return self._used[key]
 
     @property
     def executor(self) -> TaskExecutor:
@@ -252,9 +240,7 @@ class MAML(MetaLearner):
                 "the query set is empty (0 examples per task), but MAML's meta-loss is the loss "
                 "on the query set; give queries >= 1 (Reptile needs none)"
             )
-        executor = self.executor_for(batch)
-        self.used_params(executor, params, batch)
-        return params, batch, executor
+        return params, batch, self.executor_for(batch)
 
     def meta_loss(self, batch: TaskBatch) -> MetaOutput:
         """The meta-objective with its graph (``out.loss.backward()`` works); no chunking.
@@ -323,6 +309,18 @@ class Reptile(MetaLearner):
         self.inner_batch_size, self.generator = inner_batch_size, generator
         self.inner_state = inner_state
         self.carried: dict | None = None  # the inner optimiser's state when carried
+        self._used: dict[tuple, set[str]] = {}  # parameters the loss uses, per batch shape
+
+    def used_params(self, executor: TaskExecutor, params: Params, batch: TaskBatch) -> set[str]:
+        """The parameters the loss uses (:func:`~metagrad.algorithms.paths.probe` on the first
+        task), probed once per batch shape. Reptile's direction cannot tell an unused
+        parameter (no gradient) from a used one that did not move."""
+        key = (tuple(batch.support_x.shape[1:]), tuple(batch.support_y.shape[1:]))
+        key += (batch.support_x.dtype, batch.support_y.dtype)
+        if key not in self._used:
+            x, y = batch.support_x[0], batch.support_y[0]
+            self._used[key] = probe(executor, self.loss, params, x, y)
+        return self._used[key]
 
     def inner_loop(self, inner_steps: int | None = None, inner_lr=None) -> InnerLoop:
         base = super().inner_loop(inner_steps, inner_lr)
@@ -333,6 +331,7 @@ class Reptile(MetaLearner):
         params = self.params
         batch = autocast_dtype(check_batch(batch), params)
         executor = self.executor_for(batch)
+        used = self.used_params(executor, params, batch)
         direction, out, state = reptile_direction(
             executor,
             self.loss,
@@ -345,7 +344,6 @@ class Reptile(MetaLearner):
         finite_or_raise(torch.stack([d.abs().max() for d in direction.values()]), "Reptile step")
         # A parameter the loss never uses stays where it is and gets no gradient (as on MAML's
         # path), so an optimiser's weight decay does not move it.
-        used = self.used_params(executor, params, batch)
         accumulate_grad(params, {k: v for k, v in direction.items() if k in used})
         if self.inner_state == "carry":
             self.carried = {g: detached(sub) for g, sub in state.items()}

@@ -23,6 +23,7 @@ evaluation never branch on the path.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -30,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from metagrad.checks import check_loss_value, loss_shape_problem
+from metagrad.checks import UNUSED, check_loss_value, loss_shape_problem
 from metagrad.errors import UsageError
 from metagrad.functional.inner import InnerLoop, prepare, run_inner, trajectory
 from metagrad.functional.params import expand_tasks, split_state
@@ -104,16 +105,18 @@ class TaskExecutor:
 
     def forward(self, params: Params, x: Tensor) -> Tensor:
         """One task: ``x [N, ...]`` with ordinary parameters."""
-        return functional_call(self.model, (params, self.frozen, self.buffers), (x,))
+        with _input_shape_errors(self.model, x, 1):
+            return functional_call(self.model, (params, self.frozen, self.buffers), (x,))
 
     def predict_all(self, params: Params, x: Tensor) -> Tensor:
         """Every task: ``x [tasks, N, ...]`` with per-task ``params [tasks, ...]``."""
         if self.path == "loop":
             return torch.stack([self.forward(_task(params, t), xt) for t, xt in enumerate(x)])
-        if self.path == "vectorized":
-            shared = expand_tasks({**self.frozen, **self.buffers}, x.shape[0])
-            return functional_call(self.model, (params, shared), (x,))
-        return vmap(self.forward, in_dims=(0, 0), randomness="different")(params, x)
+        with _input_shape_errors(self.model, x, 2):
+            if self.path == "vectorized":
+                shared = expand_tasks({**self.frozen, **self.buffers}, x.shape[0])
+                return functional_call(self.model, (params, shared), (x,))
+            return vmap(self.forward, in_dims=(0, 0), randomness="different")(params, x)
 
     def task_losses(self, loss: Loss, out: Tensor, y: Tensor) -> Tensor:
         """Per-task losses ``[tasks]`` of outputs ``[tasks, N, ...]``."""
@@ -246,15 +249,7 @@ def probe(executor: TaskExecutor, loss: Loss, params: Params, x: Tensor, y: Tens
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.enable_grad():
         p = prepare(params)
-        try:
-            out = executor.forward(p, x)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UsageError(
-                f"the model cannot take the batch's inputs: each example has shape "
-                f"{tuple(x.shape[1:])}, but {_expects(executor.model)} (torch: {first}); make "
-                "the task's inputs and the model's input size agree"
-            ) from e
+        out = executor.forward(p, x)
         value = _scalar(loss(out, y))
         if not value.requires_grad:
             used: set[str] = set()
@@ -262,11 +257,30 @@ def probe(executor: TaskExecutor, loss: Loss, params: Params, x: Tensor, y: Tens
             grads = torch.autograd.grad(value, list(p.values()), allow_unused=True)
             used = {k for k, g in zip(p, grads) if g is not None}
     if not used:
-        raise UsageError(
-            "the loss depends on none of the model's parameters (no gradient reaches them); "
-            "compute it from the model's output, without .detach(), .item() or torch.no_grad()"
-        )
+        raise UsageError(f"the loss {UNUSED}")
     return used
+
+
+# Words of torch's errors for operands whose shapes do not fit (matmul, conv, broadcasting).
+_SHAPE_WORDS = ("shape", "size", "channels", "dimension", "expected input")
+
+
+@contextmanager
+def _input_shape_errors(model: nn.Module, x: Tensor, lead: int) -> Iterator[None]:
+    """Turn torch's shape error from the model into one line naming the batch's input shape
+    and the model's (any other error, out of memory included, passes unchanged)."""
+    try:
+        yield
+    except RuntimeError as e:
+        text = str(e).strip()
+        if "out of memory" in text or not any(w in text.lower() for w in _SHAPE_WORDS):
+            raise
+        first = text.splitlines()[0] if text else type(e).__name__
+        raise UsageError(
+            f"the model cannot take the batch's inputs: each example has shape "
+            f"{tuple(x.shape[lead:])}, but {_expects(model)} (torch: {first}); make the task's "
+            "inputs and the model's input size agree"
+        ) from e
 
 
 def _expects(model: nn.Module) -> str:

@@ -22,7 +22,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from metagrad.checks import check_loss_value, count_problem, finite_or_raise, lr_problem, require
+from metagrad.checks import (
+    UNUSED,
+    check_loss_value,
+    count_problem,
+    finite_or_raise,
+    lr_problem,
+    require,
+)
 from metagrad.errors import UsageError
 from metagrad.functional.optim import SGD, Adam, LearningRate, lr_schedule
 from metagrad.functional.recompute import adapt_segmented
@@ -84,14 +91,13 @@ def gradients(
     if check_finite:
         finite_or_raise(loss, what)
     if not loss.requires_grad:  # else autograd's "element 0 of tensors does not require grad"
-        raise UsageError(
-            f"the {what} does not depend on the parameters (it has no autograd graph); compute "
-            "it from the model's output, without .detach(), .item() or torch.no_grad()"
-        )
+        raise UsageError(f"the {what} {UNUSED}")
     names = list(params)
     grads = torch.autograd.grad(
         loss, [params[k] for k in names], create_graph=create_graph, allow_unused=True
     )
+    if names and all(g is None for g in grads):
+        raise UsageError(f"the {what} {UNUSED}")
     # A parameter the loss does not use (e.g. an unused head) has no gradient: leave it be.
     return {k: g for k, g in zip(names, grads) if g is not None}
 
