@@ -76,12 +76,17 @@ class MetaLearner:
     Args:
         model: any ``nn.Module``; parameters with ``requires_grad=False`` are not adapted.
         loss: per-task loss ``loss(output, target) -> scalar`` (default cross-entropy).
-        inner_lr: inner learning rate, or one per inner step.
+        inner_lr: inner learning rate (a finite number > 0, or a tensor: learnable, its
+            ``.grad`` accumulates in :meth:`backward`), one per parameter (``{name: rate}``, as
+            Meta-SGD), or a list of those, one per inner step.
         inner_steps: inner steps during meta-training.
         path: ``"auto"``, ``"loop"``, ``"vectorized"`` or ``"vmap"``
             (see :mod:`metagrad.algorithms.paths`).
         chunk_size: tasks per backward pass on the vectorised path (bounds memory); the loop
             path always backpropagates task by task.
+
+    Raises:
+        UsageError: a bad argument, by the rules of :mod:`metagrad.checks` (the config's).
     """
 
     def __init__(

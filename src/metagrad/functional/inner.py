@@ -43,7 +43,8 @@ class InnerLoop:
     """How a task is adapted.
 
     Attributes:
-        inner_lr: the step size, or one per step (floats or differentiable tensors).
+        inner_lr: the step size, one per parameter (``{name: rate}``), or one per step (floats
+            or differentiable tensors); checked by :func:`metagrad.checks.lr_problem`.
         inner_steps: gradient steps (0 leaves the parameters as they are).
         first_order: treat the inner gradients as constants (FOMAML, Reptile) instead of
             differentiating through them (MAML).
@@ -255,7 +256,8 @@ def adapt(
         objective: ``objective(params, data) -> scalar`` loss on the adaptation data.
         params: the parameters to adapt (frozen parameters belong in the closure, not here).
         data: the adaptation data, passed to ``objective`` as it is.
-        inner_lr: one learning rate, or one per step (float or differentiable tensor).
+        inner_lr: one learning rate, one per parameter (``{name: rate}``, naming exactly the
+            keys of ``params``), or one per step (float or differentiable tensor).
         inner_steps: number of gradient steps (0 returns ``params`` unchanged).
         first_order: treat the inner gradients as constants (FOMAML / Reptile) instead of
             differentiating through them (MAML).
