@@ -111,6 +111,21 @@ def test_cli_chunk_size_zero_has_the_api_words(cli, tmp_path):
     config_failure(out, "algorithm.chunk_size", "must be an integer >= 1", "got 0")
 
 
+def test_cli_test_time_inner_lr_and_reptile_counts_have_the_api_words(cli, tmp_path):
+    out = cli("test", SINE, "--set", "eval.inner_lr=inf", "--set", "eval.tasks=2")
+    config_failure(out, "eval.inner_lr", "must be a finite number > 0")
+    reptile = SINE.replace("maml_10shot", "reptile_10shot")
+    out = cli("train", reptile, *TINY, "--set", "algorithm.inner_batch_size=0")
+    config_failure(out, "algorithm.inner_batch_size", "must be an integer >= 1", "got 0")
+
+
+def test_quoted_inner_lr_names_the_string_on_both_sides(cli, tmp_path):
+    out = cli("train", SINE, *TINY, "--set", 'algorithm.inner_lr="0.1"', "--out", tmp_path / "r")
+    config_failure(out, "algorithm.inner_lr", "got str '0.1'")
+    with raises(UsageError, "inner_lr", "got str '0.1'"):
+        MAML(net(), F.mse_loss, inner_lr="0.1")
+
+
 # -------------------------------------------------------------------- 2. non-scalar loss
 @pytest.mark.parametrize("path", ["loop", "vectorized", "vmap"])
 def test_non_scalar_loss_is_refused_on_every_path(path):
