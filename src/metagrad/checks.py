@@ -10,6 +10,7 @@ same mistake reads the same on the command line and in Python, and a rule change
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -33,7 +34,7 @@ def require(name: str, problem: str | None) -> None:
 
 
 def _number_problem(value: object, zero_ok: bool = False) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, Tensor)):
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, Tensor)):
         shown = f"{type(value).__name__} {value!r}"
         return f"{LR_EXPECTED}, a tensor, or one per step; got {shown}"
     if isinstance(value, Tensor):
@@ -77,7 +78,7 @@ def count_problem(value: object, low: int, optional: bool = False) -> str | None
     ``optional``)."""
     if value is None and optional:
         return None
-    ok_type = isinstance(value, int) and not isinstance(value, bool)
+    ok_type = isinstance(value, numbers.Integral) and not isinstance(value, bool)  # numpy ints
     if not ok_type or value < low:
         shown = repr(value) if ok_type else f"{type(value).__name__} {value!r}"
         none = " or None" if optional else ""

@@ -8,6 +8,7 @@ dimension, because every operation is elementwise.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -35,7 +36,7 @@ def lr_schedule(inner_lr: LearningRate | Sequence[LearningRate], steps: int) -> 
             (a longer one is cut, so a training schedule can serve fewer test steps).
         steps: number of inner steps.
     """
-    if isinstance(inner_lr, (float, int, Tensor, Mapping)):
+    if isinstance(inner_lr, (numbers.Real, Tensor, Mapping)):
         return [inner_lr] * steps
     lrs = list(inner_lr)
     if len(lrs) < steps:
