@@ -1,5 +1,6 @@
 """The shared vocabulary of metagrad: the types every layer may import (this module imports
-only torch).
+only torch and
+:mod:`metagrad.errors`).
 
 - :class:`TaskBatch` / :class:`Task`: a meta-batch of supervised tasks as tensors with a leading
   task dimension (every sampler yields one, every algorithm consumes one; keeping the task
@@ -19,6 +20,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+
+from metagrad.errors import UsageError
 
 Params = dict[str, Tensor]
 Loss = Callable[[Tensor, Tensor], Tensor]  # loss(output, target) -> scalar, for one task
@@ -66,7 +69,8 @@ class TaskBatch:
         query_x: ``[tasks, n_query, ...]`` inputs the adapted model is evaluated on.
         query_y: ``[tasks, n_query, ...]`` targets of the query inputs.
 
-    The constructor checks the shapes and dtypes and raises ``ValueError`` naming the problem.
+    The constructor checks the shapes and dtypes and raises ``UsageError`` (a ``ValueError``)
+    naming the problem.
     """
 
     support_x: Tensor
@@ -94,8 +98,8 @@ class TaskBatch:
 
     def chunks(self, size: int) -> Iterator[TaskBatch]:
         """Split into consecutive meta-batches of at most ``size`` tasks (views, no copies)."""
-        if size < 1:
-            raise ValueError(f"chunk size must be >= 1, got {size}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise UsageError(f"chunk_size must be an integer >= 1, got {size!r}")
         for start in range(0, self.num_tasks, size):
             yield TaskBatch(*(getattr(self, f.name)[start : start + size] for f in fields(self)))
 
@@ -117,46 +121,51 @@ class TaskBatch:
     def stack(cls, tasks: list[Task]) -> TaskBatch:
         """Stack single tasks of equal shapes into a meta-batch."""
         if not tasks:
-            raise ValueError("cannot stack an empty list of tasks: give at least one Task")
+            raise UsageError("cannot stack an empty list of tasks: give at least one Task")
         return cls(*(torch.stack([getattr(t, f.name) for t in tasks]) for f in fields(Task)))
 
 
 def validate_task_batch(batch: TaskBatch) -> None:
-    """Check the invariants of a :class:`TaskBatch`, raising ``ValueError`` with the fix."""
+    """Check the invariants of a :class:`TaskBatch`, raising ``UsageError`` with the fix."""
     for f in fields(batch):
         t = getattr(batch, f.name)
         if not isinstance(t, Tensor):
-            raise ValueError(f"TaskBatch.{f.name} must be a torch.Tensor, got {type(t).__name__}")
+            raise UsageError(f"TaskBatch.{f.name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dim() < 2:
-            raise ValueError(
+            raise UsageError(
                 f"TaskBatch.{f.name} has shape {tuple(t.shape)}; expected [tasks, examples, ...]. "
                 "For a single task, add the task dimension with .unsqueeze(0)."
             )
     tasks = {f.name: getattr(batch, f.name).shape[0] for f in fields(batch)}
     if len(set(tasks.values())) != 1:
-        raise ValueError(
+        raise UsageError(
             f"mismatched task dimensions {tasks}: every tensor of a TaskBatch needs the same "
             "leading number of tasks"
+        )
+    if batch.support_x.shape[0] == 0:
+        raise UsageError(
+            "the TaskBatch has 0 tasks (support_x has shape "
+            f"{tuple(batch.support_x.shape)}); a meta-batch needs at least one task"
         )
     for side in ("support", "query"):
         x, y = getattr(batch, f"{side}_x"), getattr(batch, f"{side}_y")
         if x.shape[1] != y.shape[1]:
-            raise ValueError(
+            raise UsageError(
                 f"{side}_x has {x.shape[1]} examples per task but {side}_y has {y.shape[1]}; "
                 "inputs and targets must pair up one to one"
             )
         if not x.is_floating_point():
-            raise ValueError(
+            raise UsageError(
                 f"{side}_x has dtype {x.dtype}; models need floating inputs. Convert with "
                 f"{side}_x.float() (images: scale uint8 to [0, 1] first)"
             )
     if batch.support_x.shape[1] == 0:
-        raise ValueError(
+        raise UsageError(
             "the support set is empty (0 examples per task): adaptation needs at least one "
             "support example per task; check shots >= 1"
         )
     if batch.query_x.shape[1] and batch.support_x.shape[2:] != batch.query_x.shape[2:]:
-        raise ValueError(
+        raise UsageError(
             f"support inputs are {tuple(batch.support_x.shape[2:])} but query inputs are "
             f"{tuple(batch.query_x.shape[2:])}; both sides of a task need the same input shape"
         )

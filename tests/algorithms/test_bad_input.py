@@ -70,5 +70,5 @@ def test_per_step_learning_rates_must_cover_the_steps():
 
 
 def test_zero_training_steps_are_refused():
-    with pytest.raises(ValueError, match="inner_steps must be >= 1"):
+    with pytest.raises(ValueError, match="inner_steps must be an integer >= 1"):
         MAML(MLP(1, 1), F.mse_loss, inner_lr=0.1, inner_steps=0)

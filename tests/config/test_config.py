@@ -335,7 +335,7 @@ def test_missing_tag_lists_the_variants(tmp_path):
     ("old", "new", "expected"),
     [
         ("iterations = 100", "iterations = 0", "train.iterations: must be >= 1, got 0"),
-        ("inner_lr = 0.01", "inner_lr = -0.1", "algorithm.inner_lr: must be > 0"),
+        ("inner_lr = 0.01", "inner_lr = -0.1", "algorithm.inner_lr: must be a finite number > 0"),
         ("inner_lr = 0.01", "inner_lr = [0.1, 0.2]", "algorithm.inner_lr: lists 2 per-step"),
         ('"sinusoid"', '"sinusoid"\nx_range = [1.0, -1.0]', "task.x_range: must be [low, high]"),
         ('"mlp"', '"mlp"\nhidden = []', "model.hidden: must be a non-empty list"),

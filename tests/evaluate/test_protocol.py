@@ -113,7 +113,7 @@ def test_score_every_keeps_the_scored_steps_rows_and_always_the_last(transductiv
     assert "| 4 |" in sparse.table() and "| 3 |" not in sparse.table()
     with pytest.raises(ValueError, match="inner step 3 was not scored"):
         sparse.accuracy(3)
-    with pytest.raises(ValueError, match="score_every must be >= 1"):
+    with pytest.raises(ValueError, match="score_every must be an integer >= 1"):
         evaluate(*args, score_every=0)
 
 

@@ -11,19 +11,56 @@ except ``.grad``; the adapted parameters are returned as a dict.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metagrad.algorithms.maml import MetaOutput, maml_objective, meta_gradient
-from metagrad.algorithms.paths import TaskExecutor, autocast_dtype, check_batch, resolve_path
+from metagrad.algorithms.paths import (
+    TaskExecutor,
+    autocast_dtype,
+    check_batch,
+    probe,
+    resolve_path,
+    uses_batch_statistics,
+)
 from metagrad.algorithms.reptile import reptile_direction
-from metagrad.functional.inner import InnerLoop, run_inner
+from metagrad.checks import count_problem, finite_or_raise, lr_problem, require
+from metagrad.errors import UsageError
+from metagrad.functional.inner import InnerLoop, check_rate_names, run_inner
 from metagrad.functional.optim import LearningRate, make_inner_optimizer
 from metagrad.functional.params import detached, split_state
 from metagrad.types import Loss, Params, TaskBatch
+
+
+def learnable_rates(inner_lr) -> Params:
+    """The tensors of ``inner_lr`` that require grad (learnable learning rates: meta-parameters
+    like the weights), by a name of their place in ``inner_lr``; each tensor once."""
+    found: Params = {}
+
+    def visit(value, name: str) -> None:
+        if isinstance(value, Tensor):
+            if value.requires_grad and all(value is not t for t in found.values()):
+                found[name] = value
+        elif isinstance(value, Mapping):
+            for k, v in value.items():
+                visit(v, f"{name}[{k!r}]")
+        elif isinstance(value, Sequence) and not isinstance(value, str):
+            for i, v in enumerate(value):
+                visit(v, f"{name}[{i}]")
+
+    visit(inner_lr, "inner_lr")
+    return found
+
+
+def _copied_buffers(executor: TaskExecutor) -> TaskExecutor:
+    """``executor`` on copies of the model's buffers: adapting and predicting never touch the
+    module, not even BatchNorm's running statistics in ``train()`` mode."""
+    return replace(executor, buffers={k: v.clone() for k, v in executor.buffers.items()})
 
 
 def accumulate_grad(params: Params, grads: Params) -> None:
@@ -39,12 +76,17 @@ class MetaLearner:
     Args:
         model: any ``nn.Module``; parameters with ``requires_grad=False`` are not adapted.
         loss: per-task loss ``loss(output, target) -> scalar`` (default cross-entropy).
-        inner_lr: inner learning rate, or one per inner step.
+        inner_lr: inner learning rate (a finite number > 0, or a tensor: learnable, its
+            ``.grad`` accumulates in :meth:`backward`), one per parameter (``{name: rate}``, as
+            Meta-SGD), or a list of those, one per inner step.
         inner_steps: inner steps during meta-training.
         path: ``"auto"``, ``"loop"``, ``"vectorized"`` or ``"vmap"``
             (see :mod:`metagrad.algorithms.paths`).
         chunk_size: tasks per backward pass on the vectorised path (bounds memory); the loop
             path always backpropagates task by task.
+
+    Raises:
+        UsageError: a bad argument, by the rules of :mod:`metagrad.checks` (the config's).
     """
 
     def __init__(
@@ -57,12 +99,21 @@ class MetaLearner:
         path: str = "auto",
         chunk_size: int | None = None,
     ) -> None:
-        if inner_steps < 1:
-            raise ValueError(f"inner_steps must be >= 1 for meta-training, got {inner_steps}")
+        # The rules of metagrad.checks, as the config's: the same words on both sides.
+        require("inner_lr", lr_problem(inner_lr))
+        require("inner_steps", count_problem(inner_steps, 1))
+        require("chunk_size", count_problem(chunk_size, 1, optional=True))
+        if not any(p.requires_grad for p in model.parameters()):
+            raise UsageError(
+                f"the model ({type(model).__name__}) has no parameters with requires_grad=True: "
+                "there is nothing to meta-learn; give a model with trainable parameters"
+            )
         self.model, self.loss = model, loss
         self.inner_lr, self.inner_steps = inner_lr, inner_steps
         self.path, self.chunk_size = path, chunk_size
         resolve_path(model, path)  # refuse a bad path now, not at the first batch
+        MetaLearner.inner_loop(self, None, None)  # refuse bad per-parameter rates now, too
+        self._warned = False
 
     @property
     def executor(self) -> TaskExecutor:
@@ -79,6 +130,8 @@ class MetaLearner:
         return split_state(self.model).params
 
     def inner_loop(self, inner_steps: int | None, inner_lr) -> InnerLoop:
+        lr = self.inner_lr if inner_lr is None else inner_lr
+        check_rate_names(lr if isinstance(lr, Sequence) else [lr], self.params)
         return InnerLoop(
             self.inner_lr if inner_lr is None else inner_lr,
             self.inner_steps if inner_steps is None else inner_steps,
@@ -99,16 +152,30 @@ class MetaLearner:
         with torch.no_grad():  # no graph to the meta-parameters at test time
             params = detached(self.params)
         inner = self.inner_loop(inner_steps, inner_lr)
-        executor = TaskExecutor.create(self.model, "loop")
+        executor = _copied_buffers(TaskExecutor.create(self.model, "loop"))
         phi, _ = run_inner(
             executor.task_objective(self.loss), params, (support_x, support_y), inner
         )
         return detached(phi)
 
     def predict(self, params: Params, x: Tensor) -> Tensor:
-        """The model's output on ``x [N, ...]`` with the given (adapted) parameters."""
+        """The model's output on ``x [N, ...]`` with the given (adapted) parameters.
+
+        Warns (once) when ``x`` is a single example and the model normalises with the batch's
+        statistics: the statistics of one example normalise it to zero, so the output barely
+        depends on it.
+        """
+        if x.shape[0] == 1 and not self._warned and uses_batch_statistics(self.model):
+            self._warned = True
+            warnings.warn(
+                "predict() on a single example with transductive BatchNorm normalises it with "
+                "its own statistics, which erases it (near-uniform outputs); predict a batch "
+                'of examples, or use norm="running" (model.eval() for torch.nn BatchNorm)',
+                UserWarning,
+                stacklevel=2,
+            )
         with torch.no_grad():
-            return TaskExecutor.create(self.model, "loop").forward(params, x)
+            return _copied_buffers(TaskExecutor.create(self.model, "loop")).forward(params, x)
 
     def backward(self, batch: TaskBatch) -> MetaOutput:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -170,27 +237,44 @@ class MAML(MetaLearner):
             base.inner_lr, base.inner_steps, self.first_order, recompute=self.recompute_inner
         )
 
-    def meta_loss(self, batch: TaskBatch) -> MetaOutput:
-        """The meta-objective with its graph (``out.loss.backward()`` works); no chunking."""
+    def _prepared(self, batch: TaskBatch) -> tuple[Params, TaskBatch, TaskExecutor]:
         params = self.params
         batch = autocast_dtype(check_batch(batch), params)
-        executor = self.executor_for(batch)
-        return maml_objective(executor, self.loss, params, batch, self.inner_loop())
+        if batch.query_x.shape[1] == 0:
+            raise UsageError(
+                "the query set is empty (0 examples per task), but MAML's meta-loss is the loss "
+                "on the query set; give queries >= 1 (Reptile needs none)"
+            )
+        return params, batch, self.executor_for(batch)
+
+    def meta_loss(self, batch: TaskBatch) -> MetaOutput:
+        """The meta-objective with its graph (``out.loss.backward()`` works); no chunking.
+
+        Raises:
+            FloatingPointError: the meta-loss is NaN or infinite, as :meth:`backward` does.
+        """
+        params, batch, executor = self._prepared(batch)
+        out = maml_objective(executor, self.loss, params, batch, self.inner_loop())
+        finite_or_raise(out.loss, "meta-loss")
+        return out
 
     def backward(self, batch: TaskBatch) -> MetaOutput:
-        """Accumulate the meta-gradient of ``batch`` into ``.grad``; returns the query losses."""
-        params = self.params
-        batch = autocast_dtype(check_batch(batch), params)
-        executor = self.executor_for(batch)
+        """Accumulate the meta-gradient of ``batch`` into ``.grad``; returns the query losses.
+
+        Learnable (tensor) inner learning rates are meta-parameters too: their ``.grad``
+        accumulates as well, as ``meta_loss(batch).loss.backward()`` would.
+        """
+        params, batch, executor = self._prepared(batch)
         inner = self.inner_loop()
+        targets = {**params, **learnable_rates(inner.inner_lr)}
 
         def objective(b: TaskBatch) -> MetaOutput:
             return maml_objective(executor, self.loss, params, b, inner)
 
         grads, out = meta_gradient(
-            objective, params, batch, executor.backprop_chunk(self.chunk_size)
+            objective, targets, batch, executor.backprop_chunk(self.chunk_size)
         )
-        accumulate_grad(params, grads)
+        accumulate_grad(targets, grads)
         return out
 
 
@@ -223,12 +307,25 @@ class Reptile(MetaLearner):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(model, loss, inner_lr=inner_lr, inner_steps=inner_steps, path=path)
+        require("inner_batch_size", count_problem(inner_batch_size, 1, optional=True))
         if inner_state not in ("reset", "carry"):
             raise ValueError(f"inner_state must be 'reset' or 'carry', got {inner_state!r}")
         self.optimizer = make_inner_optimizer(inner_optimizer, adam_betas)
         self.inner_batch_size, self.generator = inner_batch_size, generator
         self.inner_state = inner_state
         self.carried: dict | None = None  # the inner optimiser's state when carried
+        self._used: dict[tuple, set[str]] = {}  # parameters the loss uses, per batch shape
+
+    def used_params(self, executor: TaskExecutor, params: Params, batch: TaskBatch) -> set[str]:
+        """The parameters the loss uses (:func:`~metagrad.algorithms.paths.probe` on the first
+        task), probed once per batch shape. Reptile's direction cannot tell an unused
+        parameter (no gradient) from a used one that did not move."""
+        key = (tuple(batch.support_x.shape[1:]), tuple(batch.support_y.shape[1:]))
+        key += (batch.support_x.dtype, batch.support_y.dtype)
+        if key not in self._used:
+            x, y = batch.support_x[0], batch.support_y[0]
+            self._used[key] = probe(executor, self.loss, params, x, y)
+        return self._used[key]
 
     def inner_loop(self, inner_steps: int | None = None, inner_lr=None) -> InnerLoop:
         base = super().inner_loop(inner_steps, inner_lr)
@@ -239,6 +336,7 @@ class Reptile(MetaLearner):
         params = self.params
         batch = autocast_dtype(check_batch(batch), params)
         executor = self.executor_for(batch)
+        used = self.used_params(executor, params, batch)
         direction, out, state = reptile_direction(
             executor,
             self.loss,
@@ -248,7 +346,10 @@ class Reptile(MetaLearner):
             self.inner_batch_size,
             self.generator,
         )
-        accumulate_grad(params, direction)
+        finite_or_raise(torch.stack([d.abs().max() for d in direction.values()]), "Reptile step")
+        # A parameter the loss never uses stays where it is and gets no gradient (as on MAML's
+        # path), so an optimiser's weight decay does not move it.
+        accumulate_grad(params, {k: v for k, v in direction.items() if k in used})
         if self.inner_state == "carry":
             self.carried = {g: detached(sub) for g, sub in state.items()}
         return out

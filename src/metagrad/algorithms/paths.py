@@ -23,14 +23,17 @@ evaluation never branch on the path.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from metagrad.functional.inner import InnerLoop, run_inner, trajectory
+from metagrad.checks import UNUSED, check_loss_value, loss_shape_problem
+from metagrad.errors import UsageError
+from metagrad.functional.inner import InnerLoop, prepare, run_inner, trajectory
 from metagrad.functional.params import expand_tasks, split_state
 from metagrad.types import PATHS, Loss, Objective, Params, TaskBatch, TaskBatchedModule
 
@@ -102,21 +105,23 @@ class TaskExecutor:
 
     def forward(self, params: Params, x: Tensor) -> Tensor:
         """One task: ``x [N, ...]`` with ordinary parameters."""
-        return functional_call(self.model, (params, self.frozen, self.buffers), (x,))
+        with _input_shape_errors(self.model, x, 1):
+            return functional_call(self.model, (params, self.frozen, self.buffers), (x,))
 
     def predict_all(self, params: Params, x: Tensor) -> Tensor:
         """Every task: ``x [tasks, N, ...]`` with per-task ``params [tasks, ...]``."""
         if self.path == "loop":
             return torch.stack([self.forward(_task(params, t), xt) for t, xt in enumerate(x)])
-        if self.path == "vectorized":
-            shared = expand_tasks({**self.frozen, **self.buffers}, x.shape[0])
-            return functional_call(self.model, (params, shared), (x,))
-        return vmap(self.forward, in_dims=(0, 0), randomness="different")(params, x)
+        with _input_shape_errors(self.model, x, 2):
+            if self.path == "vectorized":
+                shared = expand_tasks({**self.frozen, **self.buffers}, x.shape[0])
+                return functional_call(self.model, (params, shared), (x,))
+            return vmap(self.forward, in_dims=(0, 0), randomness="different")(params, x)
 
     def task_losses(self, loss: Loss, out: Tensor, y: Tensor) -> Tensor:
         """Per-task losses ``[tasks]`` of outputs ``[tasks, N, ...]``."""
         if self.path == "loop":  # a user's loss need not be vmap-able on the reference path
-            return torch.stack([loss(o, t) for o, t in zip(out, y)])
+            return torch.stack([_scalar(loss(o, t)) for o, t in zip(out, y)])
         return task_losses(loss, out, y)
 
     def adapt_all(
@@ -184,7 +189,7 @@ class TaskExecutor:
                 params = {k: offset[k] + params[k] for k in offset}
             if batched:
                 return task_losses(loss, self.predict_all(params, data[0]), data[1]).sum()
-            return loss(self.forward(params, data[0]), data[1])
+            return _scalar(loss(self.forward(params, data[0]), data[1]))
 
         return objective
 
@@ -212,8 +217,91 @@ def _stack_state(per_task: list[dict]) -> dict:
 
 
 def task_losses(loss_fn: Loss, out: Tensor, y: Tensor) -> Tensor:
-    """Per-task losses ``[tasks]`` of batched outputs ``[tasks, N, ...]``."""
-    return vmap(loss_fn)(out, y)
+    """Per-task losses ``[tasks]`` of batched outputs ``[tasks, N, ...]``.
+
+    Raises:
+        UsageError: the loss is not a scalar per task (summed, it would give a meta-gradient
+            matching neither the mean nor the sum; the loop path refuses it with these words).
+    """
+    losses = vmap(loss_fn)(out, y)
+    if (problem := loss_shape_problem(losses.shape[1:])) is not None:
+        raise UsageError(problem)
+    return losses
+
+
+def _scalar(loss: Tensor) -> Tensor:
+    check_loss_value(loss)
+    return loss
+
+
+def probe(executor: TaskExecutor, loss: Loss, params: Params, x: Tensor, y: Tensor) -> set[str]:
+    """The names of the parameters ``loss`` uses on one task's data ``x [N, ...]``, checking on
+    the way what would otherwise fail deep inside autograd or the model.
+
+    Runs on copies of the buffers and restores the random state, so it changes nothing a
+    training run computes (resumes stay exact).
+
+    Raises:
+        UsageError: the model cannot take inputs shaped like ``x`` (names both shapes), the
+            loss is not a scalar, or it depends on none of ``params``.
+    """
+    executor = replace(executor, buffers={k: v.clone() for k, v in executor.buffers.items()})
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.enable_grad():
+        p = prepare(params)
+        out = executor.forward(p, x)
+        value = _scalar(loss(out, y))
+        if not value.requires_grad:
+            used: set[str] = set()
+        else:
+            grads = torch.autograd.grad(value, list(p.values()), allow_unused=True)
+            used = {k for k, g in zip(p, grads) if g is not None}
+    if not used:
+        raise UsageError(f"the loss {UNUSED}")
+    return used
+
+
+# Words of torch's errors for operands whose shapes do not fit (matmul, conv, broadcasting).
+_SHAPE_WORDS = ("shape", "size", "channels", "dimension", "expected input")
+
+
+@contextmanager
+def _input_shape_errors(model: nn.Module, x: Tensor, lead: int) -> Iterator[None]:
+    """Turn torch's shape error from the model into one line naming the batch's input shape
+    and the model's (any other error, out of memory included, passes unchanged)."""
+    try:
+        yield
+    except RuntimeError as e:
+        text = str(e).strip()
+        if "out of memory" in text or not any(w in text.lower() for w in _SHAPE_WORDS):
+            raise
+        first = text.splitlines()[0] if text else type(e).__name__
+        raise UsageError(
+            f"the model cannot take the batch's inputs: each example has shape "
+            f"{tuple(x.shape[lead:])}, but {_expects(model)} (torch: {first}); make the task's "
+            "inputs and the model's input size agree"
+        ) from e
+
+
+def _expects(model: nn.Module) -> str:
+    """What the model's first layer takes, as far as it says."""
+    for m in model.modules():
+        if isinstance(getattr(m, "in_features", None), int):
+            return f"its first layer ({type(m).__name__}) takes {m.in_features} features"
+        if isinstance(getattr(m, "in_channels", None), int):
+            return f"its first layer ({type(m).__name__}) takes {m.in_channels} channels"
+    return "the model rejects that shape"
+
+
+def uses_batch_statistics(model: nn.Module) -> bool:
+    """Whether some layer normalises with the current batch's statistics (transductive)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if m.training or not m.track_running_stats:
+                return True
+        elif type(m).__name__ == "BatchNorm":  # metagrad.models' transductive BatchNorm
+            return True
+    return False
 
 
 def check_batch(batch: TaskBatch) -> TaskBatch:

@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
+from metagrad.checks import count_problem, lr_problem
 from metagrad.registry import Registry
 
 Problem = tuple[str, str]  # (field name, what is wrong with it)
@@ -45,12 +46,31 @@ def at_least(obj: object, low: float, *names: str) -> Iterator[Problem]:
 
 
 def positive(obj: object, *names: str) -> Iterator[Problem]:
-    """Problems for each named field (a number or a tuple of numbers) that is not > 0."""
+    """Problems for each named field (a number or a tuple of numbers) that is not a finite
+    number > 0 (inf passed ``> 0`` and then diverged at the first step)."""
     for name in names:
         value = getattr(obj, name)
         values = value if isinstance(value, tuple) else (value,)
-        if any(v is not None and not v > 0 for v in values):
-            yield name, f"must be > 0, got {value!r}"
+        if any(v is not None and not (math.isfinite(v) and v > 0) for v in values):
+            yield name, f"must be a finite number > 0, got {value!r}"
+
+
+def learning_rate(obj: object, *names: str) -> Iterator[Problem]:
+    """Problems for each named learning-rate field that is set, by the API's own rule
+    (:func:`metagrad.checks.lr_problem`), so both say the same."""
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and (problem := lr_problem(value)) is not None:
+            yield name, problem
+
+
+def counts(obj: object, low: int, *names: str) -> Iterator[Problem]:
+    """Problems for each named count that is set and not an integer >= ``low``, by the API's
+    rule (:func:`metagrad.checks.count_problem`)."""
+    for name in names:
+        value = getattr(obj, name)
+        if (problem := count_problem(value, low, optional=True)) is not None:
+            yield name, problem
 
 
 def ordered_range(obj: object, *names: str, strict: bool = False) -> Iterator[Problem]:
@@ -201,8 +221,8 @@ class MAMLConfig(AlgorithmConfig):
     recompute_inner: bool = False  # recompute inner steps in backward: sqrt(steps) memory
 
     def problems(self) -> Iterator[Problem]:
-        yield from positive(self, "inner_lr")
-        yield from at_least(self, 1, "inner_steps", "chunk_size")
+        yield from learning_rate(self, "inner_lr")
+        yield from counts(self, 1, "inner_steps", "chunk_size")
         yield from lr_per_step(self, "inner_lr", self.inner_steps)
 
 
@@ -236,8 +256,8 @@ class ReptileConfig(AlgorithmConfig):
     chunk_size: int | None = None  # as MAMLConfig.chunk_size
 
     def problems(self) -> Iterator[Problem]:
-        yield from positive(self, "inner_lr")
-        yield from at_least(self, 1, "inner_steps", "inner_batch_size", "chunk_size")
+        yield from learning_rate(self, "inner_lr")
+        yield from counts(self, 1, "inner_steps", "inner_batch_size", "chunk_size")
         if self.inner_state == "carry" and self.inner_optimizer == "sgd":
             yield "inner_state", "'carry' keeps an optimizer state, and SGD has none: use adam"
         if not all(0.0 <= b < 1.0 for b in self.adam_betas):
@@ -252,7 +272,7 @@ class PretrainedConfig(AlgorithmConfig):
     inner_lr: float  # test-time fine-tuning step size (training uses train.outer_lr)
 
     def problems(self) -> Iterator[Problem]:
-        yield from positive(self, "inner_lr")
+        yield from learning_rate(self, "inner_lr")
 
 
 @config_class
@@ -320,7 +340,7 @@ class EvalConfig(Section):
             self, 1, "tasks", "shots", "queries", "chunk_size", "inner_batch_size", "score_every"
         )
         yield from at_least(self, 0, "inner_steps", "seed")
-        yield from positive(self, "inner_lr")
+        yield from learning_rate(self, "inner_lr")
 
 
 # ----------------------------------------------------------------------------- registries

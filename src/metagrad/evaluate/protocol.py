@@ -17,6 +17,7 @@ from torch import Tensor
 
 from metagrad.algorithms.paths import TaskExecutor, autocast_dtype, has_running_stats
 from metagrad.algorithms.reptile import minibatch_schedule
+from metagrad.checks import count_problem, require
 from metagrad.functional.inner import InnerLoop
 from metagrad.functional.params import detached, expand_tasks
 from metagrad.types import Loss, Params, TaskBatch, TaskBatchedModule
@@ -149,8 +150,7 @@ def evaluate(
             ``n_support + 1`` examples per scored step), so a long adaptation scored at
             every step spends far more time scoring than adapting.
     """
-    if score_every < 1:
-        raise ValueError(f"score_every must be >= 1, got {score_every}")
+    require("score_every", count_problem(score_every, 1))
     last = inner.inner_steps
     scored = tuple(s for s in range(last + 1) if s % score_every == 0 or s == last)
     theta = detached(params)

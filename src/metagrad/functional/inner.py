@@ -15,13 +15,22 @@ parameters, so the gradient of the sum w.r.t. task ``t``'s slice is task ``t``'s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from metagrad.checks import (
+    UNUSED,
+    check_loss_value,
+    count_problem,
+    finite_or_raise,
+    lr_problem,
+    require,
+)
+from metagrad.errors import UsageError
 from metagrad.functional.optim import SGD, Adam, LearningRate, lr_schedule
 from metagrad.functional.recompute import adapt_segmented
 from metagrad.types import Objective, Params
@@ -34,7 +43,8 @@ class InnerLoop:
     """How a task is adapted.
 
     Attributes:
-        inner_lr: the step size, or one per step (floats or differentiable tensors).
+        inner_lr: the step size, one per parameter (``{name: rate}``), or one per step (floats
+            or differentiable tensors); checked by :func:`metagrad.checks.lr_problem`.
         inner_steps: gradient steps (0 leaves the parameters as they are).
         first_order: treat the inner gradients as constants (FOMAML, Reptile) instead of
             differentiating through them (MAML).
@@ -55,6 +65,13 @@ class InnerLoop:
     state: dict | None = None
     check_finite: bool = True
 
+    def __post_init__(self) -> None:
+        # The one place every inner loop passes (MAML, Reptile, adapt, evaluate): the same
+        # rules and words as the config's (metagrad.checks).
+        require("inner_steps", count_problem(self.inner_steps, 0))
+        if self.inner_steps > 0:  # no step takes a rate: any placeholder will do
+            require("inner_lr", lr_problem(self.inner_lr))
+
 
 def gradients(
     loss: Tensor,
@@ -67,23 +84,21 @@ def gradients(
     """Gradients of a scalar ``loss`` w.r.t. ``params``; unused parameters get no entry.
 
     Raises:
+        UsageError: the loss is not a scalar, or depends on none of ``params``.
         FloatingPointError: the loss is NaN or infinite and ``check_finite`` (names the usual
             causes).
     """
-    if loss.dim() != 0:
-        raise ValueError(
-            f"the {what} must be a scalar, got shape {tuple(loss.shape)}; reduce it (e.g. "
-            ".mean()) in the loss function"
-        )
-    if check_finite and not torch.isfinite(loss.detach()):
-        raise FloatingPointError(
-            f"the {what} is {loss.item()}: the learning rate may be too high, or the inputs "
-            "contain NaN/inf. Lower inner_lr / outer_lr or check the data."
-        )
+    check_loss_value(loss, what)
+    if check_finite:
+        finite_or_raise(loss, what)
+    if not loss.requires_grad:  # else autograd's "element 0 of tensors does not require grad"
+        raise UsageError(f"the {what} {UNUSED}")
     names = list(params)
     grads = torch.autograd.grad(
         loss, [params[k] for k in names], create_graph=create_graph, allow_unused=True
     )
+    if names and all(g is None for g in grads):
+        raise UsageError(f"the {what} {UNUSED}")
     # A parameter the loss does not use (e.g. an unused head) has no gradient: leave it be.
     return {k: g for k, g in zip(names, grads) if g is not None}
 
@@ -144,6 +159,7 @@ def trajectory(
         batches: optional ``batches(step) -> data`` giving each step its own data.
     """
     lrs = lr_schedule(inner.inner_lr, _checked(inner.inner_steps))
+    check_rate_names(lrs, params)
     with torch.enable_grad():  # adaptation needs gradients even when evaluating under no_grad
         params = prepare(params)
         state = inner.optimizer.init(params) if inner.state is None else inner.state
@@ -186,6 +202,7 @@ def _recomputed(
     objective: Objective, params: Params, data: Any, inner: InnerLoop, batches: Batches | None
 ) -> tuple[Params, dict]:
     lrs = lr_schedule(inner.inner_lr, _checked(inner.inner_steps))
+    check_rate_names(lrs, params)
 
     def step_function(step: int):
         step_data = data if batches is None else batches(step)
@@ -204,9 +221,20 @@ def _recomputed(
 
 
 def _checked(inner_steps: int) -> int:
-    if inner_steps < 0:
-        raise ValueError(f"inner_steps must be >= 0, got {inner_steps}")
+    require("inner_steps", count_problem(inner_steps, 0))
     return inner_steps
+
+
+def check_rate_names(lrs: list, params: Params) -> None:
+    """Per-parameter learning rates must name exactly the adapted parameters."""
+    for lr in lrs:
+        if isinstance(lr, Mapping) and set(lr) != set(params):
+            missing, unknown = sorted(set(params) - set(lr)), sorted(set(lr) - set(params))
+            raise UsageError(
+                f"inner_lr gives rates for {sorted(lr)} but the adapted parameters are "
+                f"{sorted(params)} (missing {missing}, unknown {unknown}); give one rate per "
+                "adapted parameter"
+            )
 
 
 def adapt(
@@ -228,7 +256,8 @@ def adapt(
         objective: ``objective(params, data) -> scalar`` loss on the adaptation data.
         params: the parameters to adapt (frozen parameters belong in the closure, not here).
         data: the adaptation data, passed to ``objective`` as it is.
-        inner_lr: one learning rate, or one per step (float or differentiable tensor).
+        inner_lr: one learning rate, one per parameter (``{name: rate}``, naming exactly the
+            keys of ``params``), or one per step (float or differentiable tensor).
         inner_steps: number of gradient steps (0 returns ``params`` unchanged).
         first_order: treat the inner gradients as constants (FOMAML / Reptile) instead of
             differentiating through them (MAML).

@@ -8,15 +8,24 @@ dimension, because every operation is elementwise.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import numbers
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from metagrad.errors import UsageError
 from metagrad.functional.params import Params, zeros_like
 
-LearningRate = float | Tensor
+# One rate, or one per parameter ({name: rate}, Meta-SGD style); a rate is a float or a
+# (learnable) tensor broadcastable to its parameter.
+LearningRate = float | Tensor | Mapping[str, float | Tensor]
+
+
+def rate(lr: LearningRate, name: str) -> float | Tensor:
+    """The learning rate of parameter ``name``."""
+    return lr[name] if isinstance(lr, Mapping) else lr
 
 
 def lr_schedule(inner_lr: LearningRate | Sequence[LearningRate], steps: int) -> list[LearningRate]:
@@ -27,11 +36,11 @@ def lr_schedule(inner_lr: LearningRate | Sequence[LearningRate], steps: int) -> 
             (a longer one is cut, so a training schedule can serve fewer test steps).
         steps: number of inner steps.
     """
-    if isinstance(inner_lr, (float, int, Tensor)):
+    if isinstance(inner_lr, (numbers.Real, Tensor, Mapping)):
         return [inner_lr] * steps
     lrs = list(inner_lr)
     if len(lrs) < steps:
-        raise ValueError(
+        raise UsageError(
             f"inner_lr gives {len(lrs)} per-step values {lrs} for {steps} inner steps; give one "
             "value per step, or a single number for all steps"
         )
@@ -46,7 +55,8 @@ class SGD:
         return {}
 
     def step(self, params: Params, grads: Params, state: dict, lr: LearningRate):
-        return {k: p - lr * grads[k] if k in grads else p for k, p in params.items()}, state
+        new = {k: p - rate(lr, k) * grads[k] if k in grads else p for k, p in params.items()}
+        return new, state
 
     def sequential(self, start: dict, ends: dict, steps: int, tasks: int) -> dict:
         return {}
@@ -80,7 +90,7 @@ class Adam:
         for k, g in grads.items():
             m[k] = b1 * m[k] + (1 - b1) * g
             v[k] = b2 * v[k] + (1 - b2) * g * g
-            new[k] = params[k] - (lr / c1) * m[k] / (_sqrt(v[k] / c2) + self.eps)
+            new[k] = params[k] - (rate(lr, k) / c1) * m[k] / (_sqrt(v[k] / c2) + self.eps)
         return new, {"m": m, "v": v, "t": {"steps": t}}
 
     def sequential(self, start: dict, ends: dict, steps: int, tasks: int) -> dict:
@@ -130,4 +140,4 @@ def make_inner_optimizer(name: str, betas: tuple[float, float] = (0.9, 0.999)) -
         return SGD()
     if name == "adam":
         return Adam(betas=betas)
-    raise ValueError(f"unknown inner optimizer {name!r}: expected 'sgd' or 'adam'")
+    raise UsageError(f"unknown inner optimizer {name!r}: expected 'sgd' or 'adam'")

@@ -11,7 +11,7 @@ meta-gradient is the same to rounding (tested to 1e-10 in float64).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from torch import Tensor
@@ -39,14 +39,14 @@ def adapt_segmented(
         def run(p, st, extras, record, segment=segment):
             learnable = iter(extras)  # tensor learning rates are the segment's extra inputs
             for one_step, lr in segment:
-                lr = next(learnable) if isinstance(lr, Tensor) else lr
+                lr = _rebuilt(lr, learnable)
                 if record:
                     p, st = _checkpointed_step(one_step, p, st, lr)
                 else:
                     p, st = one_step(p, st, lr, record=False)
             return p, st
 
-        extras = [lr for _, lr in segment if isinstance(lr, Tensor)]
+        extras = [t for _, lr in segment for t in _tensors(lr)]
         params, state = _recomputed(run, params, state, extras)
     return params, state
 
@@ -57,6 +57,9 @@ class _Recomputed(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, run, *inputs):
+        # An output no loss uses (a parameter the model never touches) gets no gradient; zeros
+        # would pass through as a zero .grad, which weight decay then moves.
+        ctx.set_materialize_grads(False)
         ctx.run = run
         ctx.save_for_backward(*inputs)
         with torch.enable_grad():  # the step takes gradients of the inner loss
@@ -71,7 +74,9 @@ class _Recomputed(torch.autograd.Function):
         with torch.enable_grad():
             outputs = ctx.run(inputs, True)
         wanted = [x for x in inputs if x.requires_grad]
-        pairs = [(o, g) for o, g in zip(outputs, grad_outputs) if o.requires_grad]
+        pairs = [(o, g) for o, g in zip(outputs, grad_outputs) if o.requires_grad and g is not None]
+        if not pairs:
+            return (None, *(None for _ in inputs))
         grads = iter(
             torch.autograd.grad(
                 [o for o, _ in pairs], wanted, [g for _, g in pairs], allow_unused=True
@@ -105,6 +110,28 @@ def _recomputed(run, params: Params, state: dict, extras: list[Tensor]) -> tuple
 
 def _checkpointed_step(one_step: Step, params: Params, state: dict, lr) -> tuple[Params, dict]:
     """One step that keeps only its inputs; the backward pass recomputes it with its graph."""
-    if isinstance(lr, Tensor):  # a learnable learning rate is an input of the step
-        return _recomputed(lambda p, st, ex, rec: one_step(p, st, ex[0], rec), params, state, [lr])
-    return _recomputed(lambda p, st, ex, rec: one_step(p, st, lr, rec), params, state, [])
+    # A learnable learning rate (a tensor, or tensors per parameter) is an input of the step.
+    return _recomputed(
+        lambda p, st, ex, rec: one_step(p, st, _rebuilt(lr, iter(ex)), rec),
+        params,
+        state,
+        _tensors(lr),
+    )
+
+
+def _tensors(lr) -> list[Tensor]:
+    """The tensors of a learning rate: itself, or the tensor values of a per-parameter dict."""
+    if isinstance(lr, Tensor):
+        return [lr]
+    if isinstance(lr, Mapping):
+        return [v for v in lr.values() if isinstance(v, Tensor)]
+    return []
+
+
+def _rebuilt(lr, tensors: Iterator[Tensor]):
+    """``lr`` with its tensors (:func:`_tensors`, in order) taken from ``tensors``."""
+    if isinstance(lr, Tensor):
+        return next(tensors)
+    if isinstance(lr, Mapping):
+        return {k: next(tensors) if isinstance(v, Tensor) else v for k, v in lr.items()}
+    return lr
