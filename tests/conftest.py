@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from metagrad.types import TaskBatch
+from reliability.catalogue import cli, keep  # noqa: F401  (the catalogue's fixtures)
 
 # Tests use one thread (and so do the commands they spawn): results are then bit-reproducible,
 # and small tensors do not pay OpenMP synchronisation, which on a loaded 2-core machine costs

@@ -1,6 +1,6 @@
-"""The reliability catalogue's shared pieces (fixtures ``cli`` and ``keep`` in conftest.py): run
-the CLI in-process, check that a failure is one clear
-line with the right exit code, and that nothing already written was lost.
+"""The reliability catalogue's shared pieces: run the CLI in-process, check that a failure is
+one clear line with the right exit code, and that nothing already written was lost. Its
+fixtures ``cli`` and ``keep`` reach every test through tests/conftest.py.
 
 A case reads::
 
@@ -16,9 +16,15 @@ divergence), 2 a usage error (bad config, flag, input or run directory), 130 int
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
+
+from metagrad.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SINE = str(ROOT / "configs" / "sinusoid" / "maml_10shot.toml")
@@ -69,3 +75,33 @@ def snapshot(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli(*argv) -> Outcome``: the ``metagrad`` command run in-process."""
+
+    def run(*argv: object) -> Outcome:
+        capsys.readouterr()
+        code = main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return Outcome(code, captured.err, captured.out)
+
+    return run
+
+
+@pytest.fixture
+def keep():
+    """``with keep(dir):`` asserts that every file below ``dir`` before the block is still
+    there, byte-identical, after it (new files may appear)."""
+
+    @contextlib.contextmanager
+    def kept(root: Path) -> Iterator[None]:
+        before = snapshot(Path(root))
+        yield
+        after = snapshot(Path(root))
+        lost = {f for f in before if f not in after}
+        changed = {f for f in before if f in after and after[f] != before[f]}
+        assert not lost and not changed, f"lost {sorted(lost)}, changed {sorted(changed)}"
+
+    return kept

@@ -6,7 +6,7 @@ import pytest
 
 
 def test_expect_rejects_a_traceback_and_several_lines(cli):
-    from reliability.conftest import Outcome
+    from reliability.catalogue import Outcome
 
     with pytest.raises(AssertionError):
         Outcome(2, "Traceback (most recent call last):\n  x\nValueError: y\n", "").expect(2)
