@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from metagrad.cli.configs import resolve_config, shipped_configs
 from metagrad.config import (
     ALGORITHM_CONFIGS,
     MODEL_CONFIGS,
     TASK_CONFIGS,
+    ConfigError,
     load_config,
 )
 from metagrad.errors import DownloadError, UsageError
@@ -20,7 +22,7 @@ from metagrad.train.checkpoint import CheckpointError
 # exception is a bug, and keeps its traceback.
 # A damaged checkpoint is a usage error: the message names the intact one to give instead.
 USAGE_ERRORS = (UsageError, UnknownName, CheckpointError, FileNotFoundError, FileExistsError)
-RUNTIME_ERRORS = (DownloadError, FloatingPointError)  # exit 1
+RUNTIME_ERRORS = (DownloadError, FloatingPointError, MemoryError)  # exit 1
 USER_ERRORS = USAGE_ERRORS + RUNTIME_ERRORS
 
 
@@ -29,7 +31,27 @@ def exit_code(error: BaseException) -> int:
     return 2 if isinstance(error, USAGE_ERRORS) else 1
 
 
-CONFIG_DIR = Path("configs")
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed: NumPy's MemoryError, or torch's
+    RuntimeError from its CPU allocator (or its OutOfMemoryError on a GPU)."""
+    if isinstance(error, MemoryError):
+        return True
+    return isinstance(error, RuntimeError) and (
+        type(error).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(error)
+    )
+
+
+def message(error: BaseException) -> str:
+    """The one line printed for a user error: its message, or for running out of memory
+    (whose message names an array shape, not a setting) what to lower."""
+    if out_of_memory(error):
+        shown = str(error).splitlines()[0] if str(error) else type(error).__name__
+        shown = shown.split("DefaultCPUAllocator: ")[-1]
+        return (
+            f"out of memory ({shown}): lower train.meta_batch_size (or eval.tasks, "
+            "eval.chunk_size, train.val_tasks) with --set; files already written are intact"
+        )
+    return str(error)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +74,7 @@ def train(args: argparse.Namespace) -> int:
         return 0
     if args.config is None:
         raise UsageError("give a CONFIG file to train, or --resume RUN_DIR")
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(resolve_config(args.config), args.overrides)
     out = args.out or Path("runs") / cfg.name
     print(f"training {cfg.name} into {out}", flush=True)
     train_run(cfg, out, test=not args.no_test)
@@ -66,9 +88,13 @@ def test(args: argparse.Namespace) -> int:
 
     target: Path = args.target
     if not target.exists():
-        raise FileNotFoundError(
-            f"{target} does not exist: give a run directory (holding config.toml) or a config file"
-        )
+        try:
+            target = resolve_config(target)
+        except ConfigError:
+            raise FileNotFoundError(
+                f"{target} does not exist: give a run directory (holding config.toml), a "
+                "config file or a config's name (`metagrad list` shows them)"
+            ) from None
     if target.is_dir():
         cfg = load_config(target / "config.toml", args.overrides)
         checkpoint = args.checkpoint
@@ -86,8 +112,11 @@ def test(args: argparse.Namespace) -> int:
 
 
 def list_things(args: argparse.Namespace) -> int:
-    configs = sorted(CONFIG_DIR.glob("**/*.toml")) if CONFIG_DIR.is_dir() else []
-    print("configs:" + ("".join(f"\n  {c}" for c in configs) or " (none under ./configs)"))
+    configs = shipped_configs()
+    width = max(map(len, configs), default=0)
+    print("configs (train or test one by its name or its file):")
+    for name, path in configs.items():
+        print(f"  {name:<{width}}  {path}")
     print("algorithms: " + ", ".join(sorted(ALGORITHM_CONFIGS)))
     print("models: " + ", ".join(sorted(MODEL_CONFIGS)))
     print("task families: " + ", ".join(sorted(TASK_CONFIGS)))
