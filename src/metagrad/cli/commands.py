@@ -21,7 +21,18 @@ from metagrad.train.checkpoint import CheckpointError
 # 2 for a usage error (what was given is wrong), 1 for a failure at run time. Any other
 # exception is a bug, and keeps its traceback.
 # A damaged checkpoint is a usage error: the message names the intact one to give instead.
-USAGE_ERRORS = (UsageError, UnknownName, CheckpointError, FileNotFoundError, FileExistsError)
+# A file the user pointed at that cannot be read (or a folder that cannot be written) is theirs
+# to fix too.
+USAGE_ERRORS = (
+    UsageError,
+    UnknownName,
+    CheckpointError,
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    NotADirectoryError,
+    IsADirectoryError,
+)
 RUNTIME_ERRORS = (DownloadError, FloatingPointError, MemoryError)  # exit 1
 USER_ERRORS = USAGE_ERRORS + RUNTIME_ERRORS
 
@@ -51,6 +62,13 @@ def message(error: BaseException) -> str:
             f"out of memory ({shown}): lower train.meta_batch_size (or eval.tasks, "
             "eval.chunk_size, train.val_tasks) with --set; files already written are intact"
         )
+    if isinstance(error, PermissionError) and error.filename:
+        return (
+            f"permission denied: {error.filename}; give yourself access (chmod u+rw) or use "
+            "another path"
+        )
+    if isinstance(error, NotADirectoryError | IsADirectoryError) and error.filename:
+        return f"{error.strerror}: {error.filename}; give another path"
     return str(error)
 
 
