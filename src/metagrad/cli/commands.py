@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from metagrad.cli.configs import resolve_config, shipped_configs
+from metagrad.cli.configs import did_you_mean, resolve_config, shipped_configs
 from metagrad.config import (
     ALGORITHM_CONFIGS,
     MODEL_CONFIGS,
@@ -111,7 +111,8 @@ def test(args: argparse.Namespace) -> int:
         except ConfigError:
             raise FileNotFoundError(
                 f"{target} does not exist: give a run directory (holding config.toml), a "
-                "config file or a config's name (`metagrad list` shows them)"
+                f"config file or a config's name{did_you_mean(target)}; `metagrad list` shows "
+                "the configs"
             ) from None
     if target.is_dir():
         cfg = load_config(target / "config.toml", args.overrides)

@@ -45,10 +45,15 @@ def resolve_config(given: Path) -> Path:
     by_name = [path for name, path in shipped.items() if name.split("/")[1] == key]
     if len(by_name) == 1:
         return by_name[0]
-    choices = list(shipped) + sorted({name.split("/")[1] for name in shipped})
-    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}" if close else ""
     raise ConfigError(
         f"config file not found: {given} (neither a file nor the name of a shipped config)"
-        f"{hint}; `metagrad list` shows the configs"
+        f"{did_you_mean(given)}; `metagrad list` shows the configs"
     )
+
+
+def did_you_mean(given: Path) -> str:
+    """``"; did you mean 'maml_10shot'"`` for the shipped config closest to ``given``, or ``""``."""
+    shipped = shipped_configs()
+    choices = list(shipped) + sorted({name.split("/")[1] for name in shipped})
+    close = difflib.get_close_matches(_key(str(given)), choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}" if close else ""
