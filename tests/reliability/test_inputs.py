@@ -264,3 +264,31 @@ def test_the_meta_test_shows_progress_on_a_terminal(tmp_path, cli, monkeypatch):
 def test_the_meta_test_is_quiet_without_a_terminal(tmp_path, cli):
     out = cli("test", SINE, "--set", "eval.tasks=4", "--out", tmp_path)
     assert out.code == 0 and out.err == ""
+
+
+@pytest.mark.parametrize("accuracy", [False, True])
+def test_learning_curve_has_no_blank_half_and_a_readable_title(tmp_path, accuracy):
+    pytest.importorskip("matplotlib")
+    from metagrad.cli.plots import learning_curve
+
+    run = tmp_path / "sinusoid-maml-10shot"
+    run.mkdir()
+    (run / "config.toml").write_bytes(Path(SINE).read_bytes())
+    rows = [
+        {
+            "step": s,
+            "split": split,
+            "loss": 3.0 / s,
+            **({"accuracy": 1 - 1 / s} if accuracy else {}),
+        }
+        for s in range(1, 200, 10)
+        for split in ("train", "val")
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with Image.open(learning_curve(run)) as image:
+        width, height = image.size
+    assert width < 1.6 * height if not accuracy else width > 2 * height  # one panel, or two
+    from metagrad.config import load_config
+    from metagrad.train.curves import run_title
+
+    assert run_title(load_config(run / "config.toml")) == "MAML, sinusoid, trained on 10 shots"
