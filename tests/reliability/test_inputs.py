@@ -292,3 +292,22 @@ def test_learning_curve_has_no_blank_half_and_a_readable_title(tmp_path, accurac
     from metagrad.train.curves import run_title
 
     assert run_title(load_config(run / "config.toml")) == "MAML, sinusoid, trained on 10 shots"
+
+
+@pytest.mark.parametrize(
+    "setting, words",
+    [("task.amplitude=[1.0, inf]", "finite"), ("algorithm.inner_lr=nan", "> 0, got nan")],
+)
+def test_an_infinite_config_value(tmp_path, cli, keep, setting, words):
+    (tmp_path / "kept.txt").write_text("x")
+    with keep(tmp_path):
+        out = cli("train", SINE, *TINY, "--set", setting, "--out", tmp_path / "run")
+    out.expect(2, setting.partition("=")[0], words)
+
+
+def test_every_activation_the_schema_offers_builds(tmp_path, cli):
+    # found by test_fuzz.py: "silu" passed validation and crashed building the model
+    out = cli(
+        "train", SINE, *TINY, "--set", "model.activation=silu", "--no-test", "--out", tmp_path
+    )
+    assert out.code == 0, out.err
