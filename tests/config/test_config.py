@@ -150,7 +150,7 @@ def test_config_is_frozen_and_hashable(tmp_path):
 # --------------------------------------------------------------------------- round trip
 def rich_configs() -> list[ExperimentConfig]:
     train = TrainConfig(
-        iterations=7, meta_batch_size=3, outer_lr=1e-5, grad_clip=10.0, threads=2, device="cuda:1"
+        iterations=7, meta_batch_size=3, outer_lr=1e-5, grad_clip=10.0, threads=2, device="cpu"
     )
     return [
         ExperimentConfig(
@@ -350,7 +350,8 @@ def test_missing_tag_lists_the_variants(tmp_path):
 def test_semantic_checks(tmp_path, old, new, expected):
     assert old in SINE
     msg = error_of(tmp_path, SINE.replace(old, new, 1))
-    assert msg.startswith(f"invalid config in {tmp_path / 'x.toml'}:\n  - ")
+    assert msg.startswith(f"invalid config in {tmp_path / 'x.toml'}: ")
+    assert "\n" not in msg  # one line (issue 14)
     assert expected in msg
 
 

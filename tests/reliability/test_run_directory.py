@@ -203,7 +203,7 @@ def test_a_finished_run_keeps_at_most_last_last_prev_and_best(run):
 
 def test_permission_denied_mid_write(tmp_path, cli, keep):
     with keep(tmp_path), inject_write_faults(errno.EACCES, after=0):
-        cli("train", SINE, *NO_TEST, "--out", tmp_path / "run").expect(1, "permission denied")
+        cli("train", SINE, *NO_TEST, "--out", tmp_path / "run").expect(2, "permission denied")
 
 
 # ------------------------------------------------------------------------------ locking

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from metagrad.cli.configs import did_you_mean, resolve_config, shipped_configs
 from metagrad.config import (
     ALGORITHM_CONFIGS,
     MODEL_CONFIGS,
     TASK_CONFIGS,
+    ConfigError,
     load_config,
 )
 from metagrad.errors import DownloadError, UsageError
@@ -20,8 +22,20 @@ from metagrad.train.rundir import WriteFailure
 # 2 for a usage error (what was given is wrong), 1 for a failure at run time. Any other
 # exception is a bug, and keeps its traceback.
 # A damaged checkpoint is a usage error: the message names the intact one to give instead.
-USAGE_ERRORS = (UsageError, UnknownName, CheckpointError, FileNotFoundError, FileExistsError)
-# A full disk, a denied write or too little memory is the machine's state, not a bug: exit 1.
+# A file the user pointed at that cannot be read, or a place they chose that cannot be written
+# (permissions), is theirs to fix too.
+USAGE_ERRORS = (
+    UsageError,
+    UnknownName,
+    CheckpointError,
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    NotADirectoryError,
+    IsADirectoryError,
+)
+# A full disk, a failed download, a diverged run or too little memory is the machine's or the
+# run's state, not a bug: exit 1.
 RUNTIME_ERRORS = (
     DownloadError,
     FloatingPointError,
@@ -38,23 +52,41 @@ def exit_code(error: BaseException) -> int:
     return 2 if isinstance(error, USAGE_ERRORS) else 1
 
 
-def message(error: BaseException) -> str:
-    """The one line that tells the user what happened and what to do."""
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed: NumPy's MemoryError, or torch's
+    RuntimeError from its CPU allocator (or its OutOfMemoryError on a GPU)."""
     if isinstance(error, MemoryError):
+        return True
+    return isinstance(error, RuntimeError) and (
+        type(error).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(error)
+    )
+
+
+def message(error: BaseException) -> str:
+    """The one line printed for a user error: its message, or for running out of memory
+    (whose message names an array shape, not a setting) what to lower."""
+    if out_of_memory(error):
+        shown = str(error).splitlines()[0] if str(error) else type(error).__name__
+        shown = shown.split("DefaultCPUAllocator: ")[-1]
         return (
-            "out of memory: lower train.meta_batch_size (or set algorithm.chunk_size); a run "
-            "resumes from its last checkpoint with `metagrad train --resume RUN_DIR`"
+            f"out of memory ({shown}): lower train.meta_batch_size (or algorithm.chunk_size, "
+            "eval.chunk_size, train.val_tasks) with --set; files already written are intact, "
+            "and a run continues with `metagrad train --resume RUN_DIR`"
         )
-    if isinstance(error, OSError) and not isinstance(error, USAGE_ERRORS):
+    if isinstance(error, PermissionError) and error.filename:
+        return (
+            f"permission denied: {error.filename}; give yourself access (chmod u+rw) or use "
+            "another path"
+        )
+    if isinstance(error, NotADirectoryError | IsADirectoryError) and error.filename:
+        return f"{error.strerror}: {error.filename}; give another path"
+    if isinstance(error, OSError) and not isinstance(error, USAGE_ERRORS):  # e.g. a full disk
         where = f" writing {error.filename}" if error.filename else ""
         return (
             f"{error.strerror or error}{where}: free disk space or fix the permissions, then "
             "run the command again"
         )
     return str(error)
-
-
-CONFIG_DIR = Path("configs")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,7 +111,7 @@ def train(args: argparse.Namespace) -> int:
         return 0
     if args.config is None:
         raise UsageError("give a CONFIG file to train, or --resume RUN_DIR")
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(resolve_config(args.config), args.overrides)
     out = args.out or Path("runs") / cfg.name
     print(f"training {cfg.name} into {out}", flush=True)
     train_run(cfg, out, test=not args.no_test, overwrite=args.overwrite)
@@ -93,9 +125,14 @@ def test(args: argparse.Namespace) -> int:
 
     target: Path = args.target
     if not target.exists():
-        raise FileNotFoundError(
-            f"{target} does not exist: give a run directory (holding config.toml) or a config file"
-        )
+        try:
+            target = resolve_config(target)
+        except ConfigError:
+            raise FileNotFoundError(
+                f"{target} does not exist: give a run directory (holding config.toml), a "
+                f"config file or a config's name{did_you_mean(target)}; `metagrad list` shows "
+                "the configs"
+            ) from None
     if target.is_dir():
         cfg = load_config(target / "config.toml", args.overrides)
         checkpoint = args.checkpoint
@@ -113,8 +150,11 @@ def test(args: argparse.Namespace) -> int:
 
 
 def list_things(args: argparse.Namespace) -> int:
-    configs = sorted(CONFIG_DIR.glob("**/*.toml")) if CONFIG_DIR.is_dir() else []
-    print("configs:" + ("".join(f"\n  {c}" for c in configs) or " (none under ./configs)"))
+    configs = shipped_configs()
+    width = max(map(len, configs), default=0)
+    print("configs (train or test one by its name or its file):")
+    for name, path in configs.items():
+        print(f"  {name:<{width}}  {path}")
     print("algorithms: " + ", ".join(sorted(ALGORITHM_CONFIGS)))
     print("models: " + ", ".join(sorted(MODEL_CONFIGS)))
     print("task families: " + ", ".join(sorted(TASK_CONFIGS)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
         "test",
         help="meta-test a run (or a config) on fixed test tasks",
         description="Meta-test: adapt to eval.tasks fixed test tasks and report "
-        "the query loss/accuracy after each inner step (mean ± 95%% interval); "
+        "the query loss/accuracy after each inner step (mean ± 95% interval); "
         "writes results.json into the run directory (results-<checkpoint>-<overrides>.json "
         "for another checkpoint or --set, so the run's own result is never overwritten).",
     )
@@ -122,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return commands.run(args)
+    except BrokenPipeError:  # `metagrad list | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt as e:  # a run's own message says what it saved
         said = str(e) or (
             "interrupted; a run continues from its last checkpoint with "
@@ -132,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     except commands.USER_ERRORS as e:
         print(f"metagrad {args.command}: error: {commands.message(e)}", file=sys.stderr)
         return commands.exit_code(e)
+    except RuntimeError as e:
+        if not commands.out_of_memory(e):
+            raise  # a bug: keep its traceback
+        print(f"metagrad {args.command}: error: {commands.message(e)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

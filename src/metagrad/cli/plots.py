@@ -16,7 +16,7 @@ import torch
 
 from metagrad.cli.figures import pyplot, save_figure
 from metagrad.config import SinusoidTaskConfig, load_config
-from metagrad.train.curves import adapted_curves, sinusoid_tasks
+from metagrad.train.curves import adapted_curves, run_title, sinusoid_tasks
 from metagrad.train.io import read_jsonl
 
 
@@ -35,28 +35,47 @@ def plot_run(run_dir: Path, baseline: Path | Sequence[Path] | None = None) -> li
 
 
 def learning_curve(run_dir: Path) -> Path:
+    """Training loss and validation metric against the meta-iteration, one panel per metric
+    (regression runs have no accuracy, so they get one panel and no blank half)."""
     plt = pyplot()
     records = read_jsonl(run_dir / "metrics.jsonl")
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
-    for split, style in (("train", "-"), ("val", "o-")):
-        rows = [r for r in records if r.get("split") == split]
-        if rows:
-            ax[0].plot([r["step"] for r in rows], [r["loss"] for r in rows], style, label=split)
-            if "accuracy" in rows[0]:
-                ax[1].plot(
-                    [r["step"] for r in rows], [r["accuracy"] for r in rows], style, label=split
-                )
-    ax[0].set(xlabel="meta-iteration", ylabel="query loss after adaptation", yscale="log")
-    ax[1].set(xlabel="meta-iteration", ylabel="query accuracy")
-    for a in ax:
-        a.grid(alpha=0.3)
-        if a.lines:
-            a.legend()
-        else:  # regression: no accuracy to show
-            a.set_visible(False)
-    fig.suptitle(run_dir.name)
+    series = {
+        split: [r for r in records if r.get("split") == split and "loss" in r]
+        for split in ("train", "val")
+    }
+    metrics = ["loss"] + (["accuracy"] if any("accuracy" in r for r in records) else [])
+    labels = {"loss": "query loss after adaptation", "accuracy": "query accuracy"}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for split, style, name in (("train", "-", "training"), ("val", "o-", "validation")):
+            rows = [r for r in series[split] if metric in r]
+            if rows:
+                xs, ys = [r["step"] for r in rows], [r[metric] for r in rows]
+                ax.plot(xs, ys, style, label=name, markersize=4)
+        ax.set(xlabel="meta-iteration", ylabel=labels[metric])
+        if metric == "loss":
+            _loss_scale(ax)
+        ax.grid(alpha=0.3)
+        if ax.lines:  # beneath the axes, never over the data
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    fig.suptitle(run_title(load_config(run_dir / "config.toml")))
     fig.tight_layout()
     return save_figure(fig, plt, run_dir / "learning_curve.png")
+
+
+def _loss_scale(ax) -> None:
+    """A log axis for losses spanning a decade or more, with ticks at 1, 2 and 5 times each
+    power of ten in plain numbers (the default showed two ticks as 10^0 and 4x10^0); a
+    linear axis for a narrower range."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    values = [v for line in ax.lines for v in line.get_ydata() if v > 0]
+    if not values or max(values) < 10 * min(values):
+        return
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def sinusoid_adaptation(run_dir: Path, baselines: Sequence[Path] = (), tasks: int = 3) -> Path:
@@ -79,8 +98,10 @@ def sinusoid_adaptation(run_dir: Path, baselines: Sequence[Path] = (), tasks: in
             )
             for k, c, style in zip((0, 1, 10), curves[col], (":", "--", "-")):
                 ax.plot(grid, c, style, color="tab:green", label=f"after {k} steps")
-            ax.set_title(f"{name}, test task {col}", fontsize=9)
+            ax.set_title(f"{name}: test task {col + 1}", fontsize=9)
             ax.set_ylim(-6, 6)
-    axes[0, 0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
+    # One legend for all panels, beneath them: inside a panel it hid the curves.
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07 / len(runs), 1, 1))
     return save_figure(fig, plt, run_dir / "adaptation.png")

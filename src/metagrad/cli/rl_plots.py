@@ -22,7 +22,7 @@ from pathlib import Path
 
 from metagrad.cli.figures import pyplot, save_figure
 from metagrad.config import load_config
-from metagrad.train.curves import adaptation_paths
+from metagrad.train.curves import adaptation_paths, run_title
 from metagrad.train.io import read_jsonl
 from metagrad.train.results import RESULTS_FILE
 
@@ -67,7 +67,7 @@ def _records(run: Path, split: str) -> list[dict]:
 def return_vs_iteration(run_dir: Path, baselines: Sequence[Path] = ()) -> Path:
     """Return before / after adaptation against the meta-iteration."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(11, 4.2))
     for i, run in enumerate([run_dir, *baselines]):
         color, name = f"C{i}", _label(run)
         train = _records(run, "train")
@@ -94,8 +94,10 @@ def return_vs_iteration(run_dir: Path, baselines: Sequence[Path] = ()) -> Path:
             )
     ax.set(xlabel="meta-iteration", ylabel="average return")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.suptitle(f"{run_dir.name}: return before (dotted) and after adaptation", fontsize=10)
+    # Beside the axes: its long labels, beneath them, ran off the figure's edges.
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    title = run_title(load_config(run_dir / "config.toml"))
+    fig.suptitle(f"{title}: return before (dotted) and after adaptation", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, plt, run_dir / "return_vs_iteration.png")
 
@@ -103,7 +105,7 @@ def return_vs_iteration(run_dir: Path, baselines: Sequence[Path] = ()) -> Path:
 def return_vs_steps(runs: Sequence[Path], family: str, out_dir: Path) -> Path:
     """Test return against the number of adaptation steps, each run with its 95% interval."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(5.5, 5))
     reports = [json.loads((run / RESULTS_FILE).read_text()) for run in runs]
     for i, (run, report) in enumerate(zip(runs, reports)):
         rows = report["steps"]
@@ -123,9 +125,14 @@ def return_vs_steps(runs: Sequence[Path], family: str, out_dir: Path) -> Path:
     ax.set(xlabel="number of gradient steps", ylabel="average return", title=family)
     ax.set_xticks(range(max(len(report["steps"]) for report in reports)))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _legend_beneath(ax)
     fig.tight_layout()
     return save_figure(fig, plt, out_dir / "return_vs_steps.png")
+
+
+def _legend_beneath(ax) -> None:
+    """The legend under the axes, where it hides no data (inside, it covered the curves)."""
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
 
 
 def timing(run_dir: Path) -> Path:

@@ -142,6 +142,7 @@ def config_from_dict(data: Mapping[str, Any], source: str | None = None) -> Expe
     cfg = ExperimentConfig(**kwargs)
     problems = config_problems(cfg) + rl_problems(cfg)
     if problems:
-        lines = "\n".join(f"  - {key}: {msg}" for key, msg in problems)
-        raise ConfigError(f"invalid config{_where(source)}:\n{lines}")
+        # One line (the command line prints errors as one line): problems joined by "; ".
+        listed = "; ".join(f"{key}: {msg}" for key, msg in problems)
+        raise ConfigError(f"invalid config{_where(source)}: {listed}")
     return cfg

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -134,4 +135,19 @@ def config_problems(cfg: ExperimentConfig) -> list[Problem]:
     problems = _top_level(cfg)
     for section in SECTIONS:
         problems += [(f"{section}.{k}", msg) for k, msg in getattr(cfg, section).problems()]
+        listed = {key for key, _ in problems}
+        problems += [p for p in _not_finite(section, getattr(cfg, section)) if p[0] not in listed]
     return problems + _cross_section(cfg)
+
+
+def _not_finite(section: str, values: object) -> list[Problem]:
+    """Every float field holding inf or nan (TOML allows both): an infinite amplitude or
+    step size passed the range checks and crashed deep in NumPy or diverged at step 1."""
+    out = []
+    for f in dataclasses.fields(values):  # type: ignore[arg-type]
+        value = getattr(values, f.name)
+        items = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+            shown = list(value) if isinstance(value, tuple) else value
+            out.append((f"{section}.{f.name}", f"must be finite, got {shown}"))
+    return out

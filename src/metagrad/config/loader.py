@@ -38,6 +38,13 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {os.fspath(path)}") from None
     except IsADirectoryError:
         raise ConfigError(f"{os.fspath(path)} is a directory; expected a .toml file") from None
+    except PermissionError:
+        raise ConfigError(
+            f"cannot read the config file {os.fspath(path)}: permission denied; make it "
+            f"readable (chmod u+r {os.fspath(path)}) or copy it"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read the config file {os.fspath(path)}: {e.strerror}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -285,6 +285,31 @@ class MeanConfig(AlgorithmConfig):
 
 
 # ---------------------------------------------------------------------------- train, eval
+def device_missing(device: str) -> str | None:
+    """Why the installed torch cannot run on ``device`` (None if it can).
+
+    Checked when the config is read: a CUDA device on a CPU-only torch used to pass validation
+    and kill the run at its first tensor with an AssertionError.
+    """
+    import torch
+
+    fix = 'use train.device = "cpu" (--set train.device=cpu)'
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return (
+                f"{device!r} is not available: this torch ({torch.__version__}) has no CUDA; {fix}"
+            )
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            return (
+                f"{device!r} is not available: this machine has {torch.cuda.device_count()} CUDA "
+                f"device(s), cuda:0..cuda:{torch.cuda.device_count() - 1}"
+            )
+    if device == "mps" and not torch.backends.mps.is_available():
+        return f"'mps' is not available: this torch ({torch.__version__}) has no MPS; {fix}"
+    return None
+
+
 @config_class
 class TrainConfig(Section):
     """The outer (meta-)training loop."""
@@ -315,6 +340,8 @@ class TrainConfig(Section):
         device = self.device
         if not (device in ("cpu", "cuda", "mps") or device.removeprefix("cuda:").isdigit()):
             yield "device", f'must be "cpu", "cuda", "cuda:N" or "mps", got {device!r}'
+        elif (missing := device_missing(device)) is not None:
+            yield "device", missing
 
 
 @config_class

@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,9 +40,12 @@ def read_through(name: str, meta: dict, build: Callable[[], Arrays], caches: lis
             with np.load(file) as stored:
                 if json.loads(str(stored["meta"])) == meta:
                     return {k: stored[k] for k in stored.files if k != "meta"}
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            # A truncated file (a full disk, a copy cut short) raises BadZipFile or EOFError;
+            # left alone it failed every later run until deleted by hand.
             warnings.warn(
-                f"ignoring unreadable cache {file} ({e}); rebuilding", stacklevel=_STACKLEVEL
+                f"ignoring unreadable cache {file} ({type(e).__name__}: {e}); rebuilding it",
+                stacklevel=_STACKLEVEL,
             )
     arrays = build()
     errors = []

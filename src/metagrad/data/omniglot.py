@@ -4,7 +4,8 @@ Readable layouts, per half (``background`` = character ids 0001-0964, ``evaluati
 0965-1623), looked for directly under the data root:
 
 - ``images_<half>.npz``: bool ``images`` ``[chars, 20, 105, 105]`` (True = paper), row ``i`` =
-  official id ``i + 1`` (background) or ``i + 965`` (evaluation);
+  official id ``i + 1`` (background) or ``i + 965`` (evaluation); 0/1 or 0/255 integers are
+  read too, the value covering most pixels being paper (see :func:`paper_convention`);
 - ``images_<half>/`` folder or ``images_<half>.zip`` (the official release):
   ``Alphabet/characterNN/XXXX_YY.png`` with ``XXXX`` the official character id.
 
@@ -20,6 +21,7 @@ import hashlib
 import io
 import os
 import re
+import warnings
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from PIL import Image
 
 from metagrad.data.cache import read_through
 from metagrad.data.download import download as _download
+from metagrad.errors import UsageError
 
 __all__ = [
     "ALPHABETS",
@@ -131,14 +134,74 @@ class OmniglotData:
         wanted = [int(c) for c in np.asarray(char_ids).reshape(-1)]
         missing = [c for c in wanted if c not in row_of]
         if missing:
-            raise KeyError(
-                f"{len(missing)} requested characters are not loaded (e.g. ids {missing[:5]}); "
-                f"this data holds {len(self)} characters from {self.source}. Load both halves: "
-                "load_omniglot(root, sets=('background', 'evaluation'))"
-            )
+            raise MissingCharacters(self._missing_message(missing))
         rows = np.asarray([row_of[c] for c in wanted], dtype=np.int64)
         alphabets = tuple(self.alphabets[r] for r in rows)
         return OmniglotData(self.images[rows], self.char_ids[rows], alphabets, self.source)
+
+    def _missing_message(self, missing: list[int]) -> str:
+        # A half that was not loaded at all wants the other half; a half with gaps is a
+        # damaged or partial copy (advising "load both halves" there sent users astray).
+        loaded = {_half_of(int(c)) for c in self.char_ids}
+        absent = sorted({_half_of(c) for c in missing} - loaded)
+        head = (
+            f"{len(missing)} characters the split needs are missing (e.g. ids {missing[:5]}, "
+            f"{alphabet_of(missing[0])}) from {self.source}, which holds {len(self)}"
+        )
+        if absent:
+            return (
+                f"{head}: the {' and '.join(absent)} half is not loaded; load both halves "
+                "(images_background and images_evaluation under the data root)"
+            )
+        return (
+            f"{head}: the data is incomplete; replace it with the official files "
+            "(metagrad data download omniglot --root DIR into an empty folder) and delete "
+            "the partial copy"
+        )
+
+
+class MissingCharacters(UsageError, KeyError):
+    """Characters a split needs are not in the loaded data (the message says why and what to
+    do). A KeyError for code that caught the old one; printed as one line by the CLI."""
+
+    def __str__(self) -> str:  # KeyError's own str() would quote the message
+        return str(self.args[0])
+
+
+def _half_of(char_id: int) -> str:
+    return "background" if char_id < _FIRST_ID["evaluation"] else "evaluation"
+
+
+def paper_convention(images: np.ndarray, source: str) -> np.ndarray:
+    """``images`` as booleans, True = paper, whatever binary encoding a file used.
+
+    Booleans follow the documented encoding. Integers are ambiguous (is 1 ink or paper?), and
+    Omniglot drawings are about 92% paper, so the value covering most pixels is paper: a file
+    written as 1 = ink (or 255 = ink) is read the right way round, with a warning, instead of
+    being silently inverted.
+
+    Raises:
+        UsageError: the values are not two-valued (0/1, 0/255 or booleans).
+    """
+    values = np.unique(images[: min(len(images), 8)])  # a few characters tell the encoding
+    if images.dtype != np.bool_ and not set(values.tolist()) <= {0, 1, 255} | {True, False}:
+        raise UsageError(
+            f"{source}: images must be binary (bool True = paper, or 0/1 or 0/255), got "
+            f"{images.dtype} with {len(values)} distinct values (e.g. {values[:4].tolist()}); "
+            "save the drawings as booleans, True = paper"
+        )
+    paper = images.astype(bool)
+    if images.dtype == np.bool_:  # booleans are documented as True = paper: taken as written
+        return paper
+    nonzero = float(paper[: min(len(paper), 64)].mean()) if paper.size else 1.0
+    if nonzero < 0.5:  # nonzero marks ink: the opposite of the official encoding
+        warnings.warn(
+            f"{source}: nonzero pixels cover {nonzero:.0%} of the images, so they are ink "
+            "(the official encoding is True = paper); reading them as ink",
+            stacklevel=3,
+        )
+        return ~paper
+    return paper
 
 
 def preprocess(paper: np.ndarray, image_size: int = 28, resample: str = "lanczos") -> np.ndarray:
@@ -184,10 +247,22 @@ def read_omniglot_npz(
                 "images_background.npz / images_evaluation.npz or pass first_id=1 or 965"
             )
         first_id = _FIRST_ID[half]
-    with np.load(path) as arrays:
-        paper = arrays["images"]  # [chars, 20, 105, 105] bool, True = paper
+    try:
+        with np.load(path) as arrays:
+            paper = arrays["images"]  # [chars, 20, 105, 105] bool, True = paper
+    except KeyError:
+        raise UsageError(
+            f"{path}: no array 'images' in it; expected images [chars, 20, 105, 105] "
+            "(bool, True = paper)"
+        ) from None
+    except (ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise UsageError(
+            f"{path}: not a readable .npz ({type(e).__name__}: {e}); the file is damaged or "
+            "truncated: write or download it again"
+        ) from None
     if paper.ndim != 4:
-        raise ValueError(f"{path}: expected images [chars, 20, H, W], got shape {paper.shape}")
+        raise UsageError(f"{path}: expected images [chars, 20, H, W], got shape {paper.shape}")
+    paper = paper_convention(paper, str(path))
     ids = np.arange(first_id, first_id + len(paper), dtype=np.int64)
     alphabets = tuple(alphabet_of(int(i)) for i in ids)
     return OmniglotData(preprocess(paper, image_size, resample), ids, alphabets, str(path))
@@ -195,7 +270,14 @@ def read_omniglot_npz(
 
 def read_omniglot_zip(path: Path, image_size: int = 28, resample: str = "lanczos") -> OmniglotData:
     """Read an official zip (``.../Alphabet/characterNN/XXXX_YY.png``) and preprocess it."""
-    with zipfile.ZipFile(path) as archive:
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as e:  # its message names no file
+        raise UsageError(
+            f"{path} is not a readable zip ({e}): the download is damaged or truncated; "
+            "delete it and download it again (metagrad data download omniglot --root DIR)"
+        ) from None
+    with archive:
         names = [n for n in archive.namelist() if not n.startswith("__MACOSX/")]
         return _read_pngs(names, archive.read, image_size, resample, str(path))
 
@@ -228,7 +310,7 @@ def _read_pngs(names, read, image_size: int, resample: str, source: str) -> Omni
     drawings = sorted(chars[ids[0]])
     for char_id in ids:
         if sorted(chars[char_id]) != drawings:
-            raise ValueError(
+            raise UsageError(
                 f"{source}: character {char_id:04d} has drawings {sorted(chars[char_id])}, "
                 f"but character {ids[0]:04d} has {drawings}; the archive looks incomplete, "
                 "download it again"
@@ -247,8 +329,8 @@ def _decode(read, name: str, source: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(read(name))) as img:
             return np.asarray(img.convert("L")) >= 128
-    except (OSError, SyntaxError, ValueError, zipfile.BadZipFile) as e:  # PIL and zipfile errors
-        raise ValueError(
+    except (OSError, SyntaxError, ValueError, EOFError, zipfile.BadZipFile) as e:  # PIL, zip
+        raise UsageError(
             f"{source}: cannot decode {name} ({type(e).__name__}: {e}); the file is damaged. "
             "Download the data again (metagrad data download omniglot --root DIR checks MD5s)."
         ) from e
@@ -273,6 +355,12 @@ def download_omniglot(root: Path, sets: Iterable[str] = ("background", "evaluati
         The paths of the zips it downloaded.
     """
     root = Path(root).expanduser()
+    blocking = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UsageError(
+            f"cannot download into {root}: {blocking} is a file, not a folder; give a folder "
+            "path for --root (it is created if missing)"
+        )
     paths = []
     for half in sets:
         if _find(root, half) is None:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from metagrad.models.layers import Flatten, Linear, norm_layer
 from metagrad.types import ExecutionPath
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
 
 
 class MLP(nn.Module):
@@ -24,7 +24,7 @@ class MLP(nn.Module):
         out_features: output size (1 for regression, ``ways`` for classification).
         hidden: hidden layer sizes, e.g. ``(40, 40)`` (MAML sinusoid) or
             ``(256, 128, 64, 64)`` (MAML Omniglot MLP, with ``norm="transductive"``).
-        activation: ``"relu"``, ``"tanh"`` or ``"gelu"``.
+        activation: ``"relu"``, ``"tanh"``, ``"gelu"`` or ``"silu"``.
         norm: BatchNorm policy, see :func:`metagrad.models.layers.norm_layer`.
         input_dims: how many trailing input dimensions to flatten (1 for vectors, 3 for images).
     """

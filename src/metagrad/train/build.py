@@ -10,6 +10,7 @@ entry, never a branch.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -69,10 +70,32 @@ class Experiment:
     fixed: FixedTasks
 
     def eval_batches(self, split: str, count: int, chunk: int) -> Iterator[TaskBatch]:
-        """``count`` fixed tasks of ``split`` ("val" or "test"), ``chunk`` at a time."""
+        """``count`` fixed tasks of ``split`` ("val" or "test"), ``chunk`` at a time.
+
+        The meta-test shows a progress bar on standard error when that is a terminal: a test
+        of 600 tasks used to print nothing for minutes until its final table.
+        """
         device = self.cfg.train.device
-        for start in range(0, count, chunk):
-            yield self.fixed(split, start, min(chunk, count - start)).to(device)
+        bar = _progress(count, "meta-test") if split == "test" else None
+        try:
+            for start in range(0, count, chunk):
+                size = min(chunk, count - start)
+                yield self.fixed(split, start, size).to(device)
+                if bar is not None:
+                    bar.update(size)  # counted when the consumer asks for the next chunk
+        finally:
+            if bar is not None:
+                bar.close()
+
+
+def _progress(total: int, desc: str):
+    """A tqdm bar of ``total`` tasks on standard error, or None when that is no terminal
+    (logs, tests and pipes stay free of carriage-return clutter)."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="task", file=sys.stderr, leave=False)
 
 
 def build_experiment(cfg: ExperimentConfig) -> Experiment:

@@ -33,6 +33,27 @@ def sinusoid_tasks(run_dir: Path, tasks: int, points: int = 200):
     return batch, grid, family.curve(true, grid)
 
 
+ALGORITHM_TITLES = {
+    "maml": "MAML",
+    "fomaml": "FOMAML",
+    "reptile": "Reptile",
+    "maml_trpo": "MAML-TRPO",
+}
+
+
+def run_title(cfg) -> str:
+    """A figure title a reader understands, e.g. "MAML, sinusoid, 10 shots" or "Reptile,
+    Omniglot 5-way 1-shot" (the run's name is an identifier for directories, not a title)."""
+    algorithm = cfg.algorithm.name
+    title = ALGORITHM_TITLES.get(algorithm, f"{algorithm} baseline")
+    task, family = cfg.task, cfg.task.family
+    if family == "omniglot":
+        return f"{title}, Omniglot {task.ways}-way {task.shots}-shot"
+    if getattr(task, "shots", None) is not None:
+        return f"{title}, {family}, trained on {task.shots} shots"
+    return f"{title}, {family}"
+
+
 def adapted_curves(
     run_dir: Path, x_grid: torch.Tensor, tasks: TaskBatch, steps=(0, 1, 10)
 ) -> tuple[str, list]:
@@ -49,7 +70,7 @@ def adapted_curves(
             phi = exp.learner.adapt(task.support_x, task.support_y, inner_steps=k, inner_lr=lr)
             per_step.append(exp.learner.predict(phi, x_grid)[:, 0].numpy())
         curves.append(per_step)
-    return cfg.name, curves
+    return run_title(cfg), curves
 
 
 def adaptation_paths(run: Path, shown: int = 3):
