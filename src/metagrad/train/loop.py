@@ -93,7 +93,7 @@ def load_resume_checkpoint(
             is out of range.
         UsageError: the checkpoint was trained with another config.
     """
-    if not any(run_dir.glob("last*.safetensors")) and not any(run_dir.glob("last*.json")):
+    if not any(run_dir.glob("last*.safetensors")):
         print(f"{run_dir} has no checkpoint yet: restarting it from step 0", flush=True)
         return None
     try:
