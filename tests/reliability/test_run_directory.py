@@ -201,6 +201,26 @@ def test_a_finished_run_keeps_at_most_last_last_prev_and_best(run):
     assert not list(run.glob("*.tmp")) and not (run / ".lock.holder").exists()
 
 
+def test_disk_full_under_tensorboard_is_one_line_and_never_hangs(tmp_path, cli, monkeypatch):
+    import tensorboardX.record_writer as record_writer
+
+    real, writes = record_writer.RecordWriter.write, []
+
+    def fills_up(self, data):  # the event file's first records fit, then the disk is full
+        writes.append(1)
+        if len(writes) > 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(self, data)
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", fills_up)
+    out = tmp_path / "run"
+    cli("train", SINE, *NO_TEST, "--out", out).expect(
+        1, "no space left", "intact checkpoints: none yet", f"--resume {out}"
+    )
+    monkeypatch.undo()
+    assert cli("train", "--resume", out, "--no-test").code == 0
+
+
 def test_permission_denied_mid_write(tmp_path, cli, keep):
     with keep(tmp_path), inject_write_faults(errno.EACCES, after=0):
         cli("train", SINE, *NO_TEST, "--out", tmp_path / "run").expect(2, "permission denied")

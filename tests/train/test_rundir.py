@@ -3,14 +3,17 @@ the lock, and stop requests (the command-line cases are in tests/reliability).""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import struct
 from pathlib import Path
 
 import pytest
 
 from metagrad.config import load_config
 from metagrad.errors import UsageError
+from metagrad.train.monitor import Monitor
 from metagrad.train.rundir import (
     check_new_run,
     config_hash,
@@ -75,3 +78,42 @@ def test_the_first_stop_signal_is_a_request_the_second_interrupts():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def read_events(path: Path) -> list:
+    """The events of a TensorBoard file (TFRecord: length, its CRC, data, its CRC)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    data, events, i = path.read_bytes(), [], 0
+    while i < len(data):
+        (n,) = struct.unpack("<Q", data[i : i + 8])
+        events.append(Event.FromString(data[i + 12 : i + 12 + n]))
+        i += 12 + n + 4
+    return events
+
+
+def test_tensorboard_events_are_written_synchronously_and_decode(tmp_path):
+    monitor = Monitor(tmp_path, total=10, start=3)
+    monitor.log(4, "train", {"loss": 0.5, "note": "text"})
+    [path] = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    events = read_events(path)  # readable before close: a kill loses no logged step
+    assert events[0].file_version == "brain.Event:2"
+    assert events[1].step == 3 and events[1].session_log.status == 1  # purge from step 3
+    assert [(e.step, e.summary.value[0].tag) for e in events[2:]] == [(4, "train/loss")]
+    assert events[2].summary.value[0].simple_value == 0.5
+    monitor.close()
+
+
+def test_a_full_disk_under_tensorboard_raises_in_the_run_and_never_hangs(tmp_path, monkeypatch):
+    import tensorboardX.record_writer as record_writer
+
+    monitor = Monitor(tmp_path, total=10, start=0)
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", full)
+    with pytest.raises(OSError, match="No space"):
+        for step in range(20):  # tensorboardX's queue (10) would block here
+            monitor.log(step, "train", {"loss": 1.0})
+    monitor.close(failing=True)

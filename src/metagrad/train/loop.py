@@ -93,7 +93,7 @@ def load_resume_checkpoint(
             is out of range.
         UsageError: the checkpoint was trained with another config.
     """
-    if not any(run_dir.glob("last*.safetensors")) and not any(run_dir.glob("last*.json")):
+    if not any(run_dir.glob("last*.safetensors")):
         print(f"{run_dir} has no checkpoint yet: restarting it from step 0", flush=True)
         return None
     try:
@@ -215,14 +215,15 @@ def run_loop(
         The steps done and the best validation metric.
     """
     stop = min(t.iterations, max_steps or t.iterations)
-    monitor = Monitor(run_dir, t.iterations, step)
     t_last, step_last = time.perf_counter(), step
     t_start = t_last - (wall or 0.0)  # wall-clock seconds of training carry over resumes
 
     def wall_s() -> float | None:
         return None if wall is None else time.perf_counter() - t_start
 
+    monitor = None
     try:
+        monitor = Monitor(run_dir, t.iterations, step)
         with stop_requests() as stop_request:
             while step < stop:
                 loss, record = train_step(step)
@@ -263,5 +264,6 @@ def run_loop(
             f"{kept}; free disk space, then continue with `metagrad train --resume {run_dir}`"
         ) from None
     finally:
-        monitor.close(failing=sys.exc_info()[0] is not None)
+        if monitor is not None:
+            monitor.close(failing=sys.exc_info()[0] is not None)
     return step, best

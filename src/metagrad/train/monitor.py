@@ -39,11 +39,7 @@ class Monitor:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, initial=start, dynamic_ncols=True, unit="it")
-        self.writer = None
-        if tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start)
+        self.writer = _Events(run_dir / "tensorboard", purge_step=start) if tensorboard else None
 
     def _truncate_after(self, step: int) -> None:
         """Drop lines logged after ``step`` by an interrupted run, so a resumed run's log
@@ -59,6 +55,7 @@ class Monitor:
             for k, v in metrics.items():
                 if isinstance(v, (int, float)):
                     self.writer.add_scalar(f"{split}/{k}", v, step)
+            self.writer.flush()  # a kill loses no logged step
         if split == "val" or self.bar is None:
             self._print(step, split, metrics)
 
@@ -95,3 +92,38 @@ class Monitor:
             except Exception:
                 if not failing:
                     raise
+
+
+class _Events:
+    """TensorBoard scalars written synchronously to one event file.
+
+    Not tensorboardX's ``SummaryWriter``: its writer thread dies on a full disk, after which its
+    bounded queue blocks the run forever and its traceback breaks the one-line error. Here a
+    failed write raises ``OSError`` in the run's own thread.
+
+    Args:
+        logdir: the directory of the event file (created if missing).
+        purge_step: TensorBoard hides earlier runs' events from this step on (a resume's).
+    """
+
+    def __init__(self, logdir: Path, purge_step: int) -> None:
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+        self._event = Event
+        logdir.mkdir(parents=True, exist_ok=True)
+        self._writer = EventsWriter(str(logdir / "events"))
+        start = SessionLog(status=SessionLog.START)
+        self._writer.write_event(Event(step=purge_step, wall_time=time.time(), session_log=start))
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        from tensorboardX.summary import scalar
+
+        event = self._event(wall_time=time.time(), step=step, summary=scalar(tag, value))
+        self._writer.write_event(event)
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
