@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+from metagrad.config.rules import Problem, at_least, lr_per_step, positive
 from metagrad.config.schema import (
     ALGORITHM_CONFIGS,
     MODEL_CONFIGS,
@@ -28,13 +29,9 @@ from metagrad.config.schema import (
     EvalConfig,
     ExperimentConfig,
     ModelConfig,
-    Problem,
     TaskConfig,
     TrainConfig,
-    at_least,
     config_class,
-    lr_per_step,
-    positive,
 )
 
 RL_KIND = "rl"

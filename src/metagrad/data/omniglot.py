@@ -21,7 +21,6 @@ import hashlib
 import io
 import os
 import re
-import warnings
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,8 +29,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from metagrad.data.alphabets import ALPHABETS, alphabet_of
 from metagrad.data.cache import read_through
 from metagrad.data.download import download as _download
+from metagrad.data.drawings import paper_convention, preprocess
 from metagrad.errors import UsageError
 
 __all__ = [
@@ -56,40 +57,7 @@ OMNIGLOT_ZIPS: dict[str, tuple[str, str]] = {
 
 _FIRST_ID = {"background": 1, "evaluation": 965}
 _CACHE_VERSION = 1
-_FILTERS = {"lanczos": Image.Resampling.LANCZOS, "box": Image.Resampling.BOX}
 _PNG = re.compile(r"(?:^|/)([^/]+)/character(\d+)/(\d{4})_(\d{2})\.png$")
-
-# (official alphabet folder name, first id, last id), in official id order.
-ALPHABETS: tuple[tuple[str, int, int], ...] = tuple(
-    (name, int(a), int(b))
-    for name, a, b in (
-        line.split()
-        for line in """
-    Arcadian 1 26; Armenian 27 67; Asomtavruli_(Georgian) 68 107; Balinese 108 131;
-    Bengali 132 177; Blackfoot_(Canadian_Aboriginal_Syllabics) 178 191; Braille 192 217;
-    Cyrillic 218 250; Early_Aramaic 251 272; Syriac_(Estrangelo) 273 295;
-    Anglo-Saxon_Futhorc 296 324; Futurama 325 350; Grantha 351 393; Greek 394 417;
-    Gujarati 418 465; Hebrew 466 487; Japanese_(hiragana) 488 539;
-    Inuktitut_(Canadian_Aboriginal_Syllabics) 540 555; Malay_(Jawi_-_Arabic) 556 595;
-    Japanese_(katakana) 596 642; Korean 643 682; Latin 683 708; Alphabet_of_the_Magi 709 728;
-    Mkhedruli_(Georgian) 729 769; Burmese_(Myanmar) 770 803; N_Ko 804 836;
-    Ojibwe_(Canadian_Aboriginal_Syllabics) 837 850; Sanskrit 851 892; Tagalog 893 909;
-    Tifinagh 910 964; Angelic 965 984; Atemayar_Qelisayer 985 1010; Atlantean 1011 1036;
-    Aurek-Besh 1037 1062; Avesta 1063 1088; Ge_ez 1089 1114; Glagolitic 1115 1159;
-    Gurmukhi 1160 1204; Kannada 1205 1245; Keble 1246 1271; Malayalam 1272 1318;
-    Manipuri 1319 1358; Mongolian 1359 1388; Old_Church_Slavonic_(Cyrillic) 1389 1433;
-    Oriya 1434 1479; Syriac_(Serto) 1480 1502; Sylheti 1503 1530; Tengwar 1531 1555;
-    Tibetan 1556 1597; ULOG 1598 1623""".replace("\n", " ").split(";")
-    )
-)
-
-
-def alphabet_of(char_id: int) -> str:
-    """Official alphabet folder name of an official character id (1..1623)."""
-    for name, first, last in ALPHABETS:
-        if first <= char_id <= last:
-            return name
-    raise ValueError(f"Omniglot character ids run from 1 to 1623, got {char_id}")
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -170,64 +138,6 @@ class MissingCharacters(UsageError, KeyError):
 
 def _half_of(char_id: int) -> str:
     return "background" if char_id < _FIRST_ID["evaluation"] else "evaluation"
-
-
-def paper_convention(images: np.ndarray, source: str) -> np.ndarray:
-    """``images`` as booleans, True = paper, whatever binary encoding a file used.
-
-    Booleans follow the documented encoding. Integers are ambiguous (is 1 ink or paper?), and
-    Omniglot drawings are about 92% paper, so the value covering most pixels is paper: a file
-    written as 1 = ink (or 255 = ink) is read the right way round, with a warning, instead of
-    being silently inverted.
-
-    Raises:
-        UsageError: the values are not two-valued (0/1, 0/255 or booleans).
-    """
-    values = np.unique(images[: min(len(images), 8)])  # a few characters tell the encoding
-    if images.dtype != np.bool_ and not set(values.tolist()) <= {0, 1, 255} | {True, False}:
-        raise UsageError(
-            f"{source}: images must be binary (bool True = paper, or 0/1 or 0/255), got "
-            f"{images.dtype} with {len(values)} distinct values (e.g. {values[:4].tolist()}); "
-            "save the drawings as booleans, True = paper"
-        )
-    paper = images.astype(bool)
-    if images.dtype == np.bool_:  # booleans are documented as True = paper: taken as written
-        return paper
-    nonzero = float(paper[: min(len(paper), 64)].mean()) if paper.size else 1.0
-    if nonzero < 0.5:  # nonzero marks ink: the opposite of the official encoding
-        warnings.warn(
-            f"{source}: nonzero pixels cover {nonzero:.0%} of the images, so they are ink "
-            "(the official encoding is True = paper); reading them as ink",
-            stacklevel=3,
-        )
-        return ~paper
-    return paper
-
-
-def preprocess(paper: np.ndarray, image_size: int = 28, resample: str = "lanczos") -> np.ndarray:
-    """Invert, resize and quantise binary drawings.
-
-    Args:
-        paper: ``[..., H, W]`` bool, True = white paper (the official encoding).
-        image_size: Output side length.
-        resample: ``"lanczos"`` or ``"box"`` (area average), applied to the float image.
-
-    Returns:
-        ``[..., image_size, image_size]`` uint8 with ink = 255.
-    """
-    if resample not in _FILTERS:
-        raise ValueError(f"resample must be one of {sorted(_FILTERS)}, got {resample!r}")
-    if image_size < 1:
-        raise ValueError(f"image_size must be a positive number of pixels, got {image_size}")
-    flat = paper.reshape(-1, *paper.shape[-2:])
-    out = np.empty((len(flat), image_size, image_size), np.uint8)
-    for i, drawing in enumerate(flat):
-        ink = (~drawing.astype(bool)).astype(np.float32)  # [H, W] in {0, 1}
-        if ink.shape != (image_size, image_size):
-            img = Image.fromarray(ink).resize((image_size, image_size), _FILTERS[resample])
-            ink = np.asarray(img)
-        out[i] = np.rint(np.clip(ink, 0.0, 1.0) * 255.0)
-    return out.reshape(*paper.shape[:-2], image_size, image_size)
 
 
 def read_omniglot_npz(
