@@ -284,7 +284,7 @@ def test_int_is_accepted_where_float_is_expected(tmp_path):
 def test_unknown_variant_lists_choices(tmp_path):
     msg = error_of(tmp_path, SINE.replace('name = "mlp"', 'name = "conv5"'))
     assert msg.startswith("model.name 'conv5' in ")
-    assert msg.endswith("expected one of conv4, gaussian_mlp, mlp; did you mean 'conv4'?")
+    assert msg.endswith("expected one of conv4, gaussian_mlp, mlp, resnet12; did you mean 'conv4'?")
     msg = error_of(tmp_path, SINE.replace('"sinusoid"', '"xyz"'))
     assert "task.family 'xyz'" in msg and "navigation-2d, omniglot, sinusoid" in msg
 

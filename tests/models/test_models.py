@@ -15,8 +15,9 @@ from metagrad.models.conv4 import ConvBlock
 BUILD = {
     "mlp": dict(in_features=4, out_features=3, hidden=(8, 8), norm="transductive"),
     "conv4": dict(ways=3, filters=4, image_size=16),
+    "resnet12": dict(ways=3, in_channels=1, widths=(2, 3, 3, 4)),
 }
-INPUT = {"mlp": (6, 4), "conv4": (6, 1, 16, 16)}
+INPUT = {"mlp": (6, 4), "conv4": (6, 1, 16, 16), "resnet12": (6, 1, 16, 16)}
 
 
 def test_every_registered_model_is_covered():

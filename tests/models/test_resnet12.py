@@ -56,3 +56,31 @@ def test_dropblock_is_off_in_eval_and_at_rate_zero_and_drops_blocks_in_training(
         DropBlock(1.0)
     with pytest.raises(ValueError, match="widths"):
         ResNet12(5, widths=(64, 160))
+
+
+def test_a_resnet12_config_trains_and_tests_on_omniglot(tmp_path):
+    from pathlib import Path
+
+    from metagrad.config import load_config
+    from metagrad.train.trainer import train
+
+    root = Path(__file__).resolve().parents[2]
+    data = root.parent / "shared" / "data" / "omniglot"
+    if not (data / "images_background.npz").exists():
+        pytest.skip("the Omniglot data of ../shared/data is not here")
+    cfg = load_config(
+        root / "configs" / "omniglot" / "maml_5w1s.toml",
+        [
+            f"task.root={data}",
+            "task.ways=2",
+            "model.name=resnet12",
+            "model.in_channels=1",
+            "model.widths=[4, 4, 8, 8]",
+            "train.iterations=2",
+            "train.meta_batch_size=2",
+            "train.val_every=0",
+            "eval.tasks=2",
+        ],
+    )
+    result = train(cfg, tmp_path / "run")
+    assert result.steps == 2 and result.test.accuracies.shape == (4, 2)

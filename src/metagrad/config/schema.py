@@ -149,6 +149,25 @@ class Conv4Config(ModelConfig):
         yield from at_least(self, 1, "filters", "in_channels")
 
 
+@config_class
+class ResNet12Config(ModelConfig):
+    """ResNet12 as MMFewShot's: four residual stages, LeakyReLU 0.1, global average pool."""
+
+    name: ClassVar[str] = "resnet12"
+    modalities: ClassVar[frozenset[str]] = frozenset({"image"})
+    widths: tuple[int, int, int, int] = (64, 160, 320, 640)  # channels of the four stages
+    norm: Norm = "transductive"  # as Conv4Config.norm (MMFewShot: the current batch's)
+    in_channels: int = 3  # image channels
+    drop_rate: float = 0.0  # DropBlock in the last two stages (off in every MAML config)
+
+    def problems(self) -> Iterator[Problem]:
+        yield from at_least(self, 1, "in_channels")
+        if min(self.widths) < 1:
+            yield "widths", f"must be four channel counts >= 1, got {list(self.widths)}"
+        if not 0.0 <= self.drop_rate < 1.0:
+            yield "drop_rate", f"must be in [0, 1), got {self.drop_rate!r}"
+
+
 # ------------------------------------------------------------------------------ algorithm
 @config_class
 class AlgorithmConfig(Section):
@@ -327,7 +346,7 @@ MODEL_CONFIGS: Registry[type[ModelConfig]] = Registry("model")
 ALGORITHM_CONFIGS: Registry[type[AlgorithmConfig]] = Registry("algorithm")
 for _cls in (SinusoidTaskConfig, OmniglotTaskConfig):
     TASK_CONFIGS.add(_cls.family, _cls)
-for _cls in (MLPConfig, Conv4Config):
+for _cls in (MLPConfig, Conv4Config, ResNet12Config):
     MODEL_CONFIGS.add(_cls.name, _cls)
 for _cls in (MAMLConfig, FOMAMLConfig, ReptileConfig, PretrainedConfig, MeanConfig):
     ALGORITHM_CONFIGS.add(_cls.name, _cls)

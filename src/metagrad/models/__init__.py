@@ -4,6 +4,7 @@ from metagrad.models.conv4 import Conv4
 from metagrad.models.layers import BatchNorm, Conv2d, Linear, MaxPool2d, norm_layer
 from metagrad.models.mlp import MLP
 from metagrad.models.registry import MODELS, build_model
+from metagrad.models.resnet12 import ResNet12
 
 __all__ = [
     "MLP",
@@ -13,6 +14,7 @@ __all__ = [
     "Conv4",
     "Linear",
     "MaxPool2d",
+    "ResNet12",
     "build_model",
     "norm_layer",
 ]

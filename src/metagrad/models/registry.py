@@ -9,11 +9,13 @@ from torch import nn
 
 from metagrad.models.conv4 import Conv4
 from metagrad.models.mlp import MLP
+from metagrad.models.resnet12 import ResNet12
 from metagrad.registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 MODELS.add("mlp", MLP)
 MODELS.add("conv4", Conv4)
+MODELS.add("resnet12", ResNet12)
 
 
 def build_model(name: str, **kwargs) -> nn.Module:

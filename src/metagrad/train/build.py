@@ -29,6 +29,7 @@ from metagrad.config import (
     MLPConfig,
     OmniglotTaskConfig,
     PretrainedConfig,
+    ResNet12Config,
     SinusoidTaskConfig,
     resolve_eval,
 )
@@ -202,6 +203,11 @@ def _mlp(m: MLPConfig, shape: tuple[int, ...], outputs: int) -> nn.Module:
 @MODEL_BUILDERS.register("conv4")
 def _conv4(m: Conv4Config, shape: tuple[int, ...], outputs: int) -> nn.Module:
     return MODELS["conv4"](outputs, m.in_channels, m.filters, shape[-1], m.pool, m.norm, m.head)
+
+
+@MODEL_BUILDERS.register("resnet12")
+def _resnet12(m: ResNet12Config, shape: tuple[int, ...], outputs: int) -> nn.Module:
+    return MODELS["resnet12"](outputs, m.in_channels, m.widths, m.norm, m.drop_rate)
 
 
 def constructor_kwargs(constructor: Callable, section: object) -> dict[str, Any]:
