@@ -85,6 +85,7 @@ def write_mini_jpeg(root: Path, classes=(64, 16, 20), per_class: int = 1, files:
 
 
 def write_mini_pkl(root: Path, classes=(64, 16, 20), per_class: int = 2, protocol: int = 4):
+    root.mkdir(parents=True, exist_ok=True)
     n = 0
     for split, count in zip(("train", "validation", "test"), classes, strict=True):
         images = np.stack([rgb(n + i, 84, 84) for i in range(count * per_class)])
@@ -101,6 +102,7 @@ def write_tiered(
 ) -> None:
     """Ren et al.'s pickles (or MMFewShot's unpacked ``.byte`` files); labels are per split,
     0-based, as in the release."""
+    root.mkdir(parents=True, exist_ok=True)
     for split, count in zip(("train", "val", "test"), classes, strict=True):
         specific = np.repeat(np.arange(count), per_class)
         general = specific % 3
