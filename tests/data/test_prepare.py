@@ -109,3 +109,32 @@ def test_prepare_speed(tmp_path):
         rates[name] = n / (time.perf_counter() - start)
     print(f"prepare images/s: {rates}")
     assert rates["mini-imagenet"] > 2000 and rates["tiered-imagenet"] > 500
+
+
+def test_a_failed_preparation_keeps_the_previous_cache(tmp_path):
+    write_tiered(tmp_path / "root", classes=(351, 97, 160))
+    prepare("tiered-imagenet", tmp_path / "root", tmp_path / "cache")
+    # A damaged PNG in the second copy: listed by split and class, and the first cache survives.
+    import pickle
+
+    with (tmp_path / "root" / "val_images_png.pkl").open("rb") as f:
+        pngs = pickle.load(f)
+    pngs[3] = pngs[3][:20]
+    with (tmp_path / "root" / "val_images_png.pkl").open("wb") as f:
+        pickle.dump(pngs, f)
+    with pytest.raises(LayoutError) as e:
+        prepare("tiered-imagenet", tmp_path / "root", tmp_path / "cache")
+    assert e.value.problems[0].startswith("val: image 3 of class n03000003_val: not a decodable")
+    assert load_prepared("tiered-imagenet", tmp_path / "cache")["val"].images.shape[0] == 97
+    assert sorted(p.name for p in (tmp_path / "cache" / "tiered-imagenet").iterdir())[0] == (
+        "meta.json"
+    )  # no temporary file left beside it
+
+
+def test_images_per_class_are_checked_where_the_release_is_uniform(tmp_path):
+    write_mini_jpeg(tmp_path, per_class=2, files=2)
+    rows = (tmp_path / "val.csv").read_text().splitlines()
+    (tmp_path / "val.csv").write_text("\n".join(rows[:-1]) + "\n")  # drop one image
+    with pytest.raises(LayoutError) as e:
+        prepare("mini-imagenet", tmp_path, tmp_path / "cache")
+    assert e.value.problems == ["val: class n01000080 has 1 images, the others 2"]

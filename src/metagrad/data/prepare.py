@@ -47,14 +47,15 @@ class NaturalSet:
     read: Callable[[Path], dict[str, ImageSplit]]
     classes: tuple[int, int, int]  # train, val, test
     size: int  # stored side for sources of any size (already-square sources keep theirs)
+    uniform: bool = False  # every class has as many images (600) in the release
 
 
 NATURAL_SETS = {
     "cub": NaturalSet(read_cub, (100, 50, 50), 96),
-    "mini-imagenet": NaturalSet(read_mini_imagenet, (64, 16, 20), 96),
+    "mini-imagenet": NaturalSet(read_mini_imagenet, (64, 16, 20), 96, uniform=True),
     "tiered-imagenet": NaturalSet(read_tiered_imagenet, (351, 97, 160), 84),
-    "cifar-fs": NaturalSet(read_cifar_fs, (64, 16, 20), 32),
-    "fc100": NaturalSet(read_fc100, (60, 20, 20), 32),
+    "cifar-fs": NaturalSet(read_cifar_fs, (64, 16, 20), 32, uniform=True),
+    "fc100": NaturalSet(read_fc100, (60, 20, 20), 32, uniform=True),
 }
 
 
@@ -71,16 +72,22 @@ def default_cache() -> Path:
 
 
 def check_layout(name: str, splits: dict[str, ImageSplit]) -> list[str]:
-    """Problems with the class counts, empty classes and classes in two splits."""
+    """Problems with the class counts, the images per class (none; or, where the release has
+    as many of every class, a class with another count) and classes in two splits."""
     problems = []
     seen: dict[str, str] = {}
     for split, want in zip(SPLIT_NAMES, NATURAL_SETS[name].classes, strict=True):
         s = splits[split]
         if len(s.class_names) != want:
             problems.append(f"{split}: {len(s.class_names)} classes, {name} has {want}")
-        for c, n in zip(s.class_names, s.per_class(), strict=True):
+        counts = s.per_class()
+        usual = int(np.bincount(counts).argmax()) if len(counts) else 0
+        for c, n in zip(s.class_names, counts, strict=True):
             if n == 0:
                 problems.append(f"{split}: class {c} has no images")
+            elif NATURAL_SETS[name].uniform and n != usual:
+                # The release has 600 of every class: fewer means a partial copy.
+                problems.append(f"{split}: class {c} has {n} images, the others {usual}")
             if c in seen:
                 problems.append(f"class {c} is in both {seen[c]} and {split}")
             seen[c] = split
@@ -96,7 +103,7 @@ def _side(split: ImageSplit, size: int) -> int:
     return size
 
 
-def _write(split: ImageSplit, side: int, tmp: Path, problems: list[str]) -> None:
+def _write(split: ImageSplit, side: int, tmp: Path, name: str, problems: list[str]) -> None:
     """Decode and square every image of ``split`` into a uint8 ``.npy`` at ``tmp``."""
     out = np.lib.format.open_memmap(
         tmp, mode="w+", dtype=np.uint8, shape=(len(split), side, side, 3)
@@ -108,7 +115,7 @@ def _write(split: ImageSplit, side: int, tmp: Path, problems: list[str]) -> None
             try:
                 out[i] = square(decode(source), side)
             except (ValueError, FileNotFoundError) as e:
-                problems.append(f"{split.where(i)}: {e}")
+                problems.append(f"{name}: {split.where(i)}: {e}")
     out.flush()
     del out
 
@@ -124,24 +131,27 @@ def prepare(name: str, root: Path | str, cache: Path | str | None = None) -> lis
     root = Path(root).expanduser()
     splits = spec.read(root)
     problems = check_layout(name, splits)
-    folder = Path(cache).expanduser() if cache is not None else default_cache()
-    folder = folder / name
+    folder = (Path(cache).expanduser() if cache is not None else default_cache()) / name
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "meta.json").unlink(missing_ok=True)  # incomplete until rewritten
     except OSError as e:
         raise UsageError(
             f"cannot write the cache {folder} ({e.strerror}); pass --cache DIR "
             "naming a writable folder"
         ) from None
     meta: dict = {"name": name, "root": str(root.resolve()), "version": 1, "splits": {}}
-    temps = []
+    # Temporary names are per process, so two preparations never write into one file; a
+    # previous complete cache stays readable until the new one is complete.
+    tmp = {
+        (split, kind): folder / f".{split}_{kind}.{os.getpid()}.tmp.npy"
+        for split in splits
+        for kind in ("images", "labels")
+    }
     try:
         for split, s in splits.items():
             side = _side(s, spec.size)
-            tmp = folder / f".{split}_images.npy.tmp"
-            temps.append(tmp)
-            _write(s, side, tmp, problems)
+            _write(s, side, tmp[split, "images"], split, problems)
+            np.save(tmp[split, "labels"], s.labels)
             meta["splits"][split] = {"images": len(s), "side": side, "classes": s.class_names}
         if problems:
             shown = problems[:_MAX_SHOWN]
@@ -152,11 +162,10 @@ def prepare(name: str, root: Path | str, cache: Path | str | None = None) -> lis
                 f"{problems[0]}" + (" (all listed above)" if len(problems) > 1 else ""),
                 shown,
             )
-        for split, s in splits.items():
-            np.save(folder / f".{split}_labels.npy.tmp.npy", s.labels)
-            os.replace(folder / f".{split}_labels.npy.tmp.npy", folder / f"{split}_labels.npy")
-            os.replace(folder / f".{split}_images.npy.tmp", folder / f"{split}_images.npy")
-        tmp_meta = folder / ".meta.json.tmp"
+        (folder / "meta.json").unlink(missing_ok=True)  # incomplete until rewritten
+        for (split, kind), path in tmp.items():
+            os.replace(path, folder / f"{split}_{kind}.npy")
+        tmp_meta = folder / f".meta.{os.getpid()}.tmp"
         tmp_meta.write_text(json.dumps(meta))
         os.replace(tmp_meta, folder / "meta.json")
     except OSError as e:
@@ -165,8 +174,8 @@ def prepare(name: str, root: Path | str, cache: Path | str | None = None) -> lis
             "--cache DIR naming another folder"
         ) from None
     finally:
-        for tmp in temps:
-            tmp.unlink(missing_ok=True)
+        for path in tmp.values():
+            path.unlink(missing_ok=True)
     return [
         f"{split}: {len(s.class_names)} classes, {len(s)} images "
         f"({s.per_class().min() if len(s.class_names) else 0}-"

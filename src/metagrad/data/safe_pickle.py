@@ -11,7 +11,6 @@ line naming it.
 from __future__ import annotations
 
 import codecs
-import io
 import pickle
 from pathlib import Path
 from typing import Any
@@ -88,11 +87,12 @@ def load_pickle(path: Path | str, encoding: str = "ASCII") -> Any:
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        # Streamed from the file: tiered-ImageNet's train pickle is gigabytes, and reading it
+        # into memory first would double the peak.
+        with path.open("rb") as f:
+            return _Restricted(f, encoding=encoding).load()
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file; check --root") from None
-    try:
-        return _Restricted(io.BytesIO(data), encoding=encoding).load()
     except _Refused as e:
         raise UsageError(
             f"{path}: refused to load this pickle: it names {e}, which is not a numpy array, "
