@@ -11,10 +11,10 @@ Stored size (a decision, documented in the README): images decoded from files of
 (CUB, mini-ImageNet's JPEGs) are stored with the short side resized to 96 and the centre
 96x96 kept. MMFewShot's test transform (short side 96, centre crop 84) is then an exact centre
 crop of the cache, and its training RandomResizedCrop(84) samples the 96x96 square (it sees a
-little less of the long side than on the full JPEG; and Pillow's bilinear resize
-antialiases when shrinking where MMFewShot's mmcv/cv2 one does not, so pixels differ slightly).
-Sources already 84x84 (the mini-ImageNet
-pickles, tiered-ImageNet) are stored as they are, CIFAR at 32x32: neither is ever upscaled.
+little less of the long side than on the full JPEG; and Pillow's bilinear resize antialiases
+when shrinking where MMFewShot's mmcv/cv2 one does not, so pixels differ slightly). Sources
+already 84x84 (the mini-ImageNet pickles, tiered-ImageNet) are stored as they are, CIFAR at
+32x32: neither is ever upscaled.
 
 Speed (measured by ``tests/data/test_prepare.py::test_prepare_speed`` on this machine, 2 shared
 cores, one process, synthetic 84x84 random-pixel images, check and write included): from the
