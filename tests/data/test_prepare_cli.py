@@ -111,3 +111,19 @@ def test_unknown_name_is_argparse_usage(cli, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli("data", "prepare", "imagenet", "--root", tmp_path)
     assert e.value.code == 2 and "invalid choice: 'imagenet'" in capsys.readouterr().err
+
+
+def test_the_three_name_lists_agree():
+    # The CLI's choices (no import of the runner when building the parser), the runner's
+    # PREPARE registry and the data layer's NATURAL_SETS name the same data sets.
+    from metagrad.cli.main import _parser
+    from metagrad.data import NATURAL_SETS
+    from metagrad.train.build import PREPARE
+
+    data = next(
+        a
+        for a in _parser()._subparsers._group_actions[0].choices["data"]._actions
+        if a.dest == "data_command"
+    )
+    prepare = next(a for a in data.choices["prepare"]._actions if a.dest == "dataset")
+    assert list(prepare.choices) == list(PREPARE) == list(NATURAL_SETS)
