@@ -103,9 +103,9 @@ def write_tiered(
     """Ren et al.'s pickles (or MMFewShot's unpacked ``.byte`` files); labels are per split,
     0-based, as in the release."""
     root.mkdir(parents=True, exist_ok=True)
-    for split, count in zip(("train", "val", "test"), classes, strict=True):
+    for split, count, cats in zip(("train", "val", "test"), classes, (20, 6, 8), strict=True):
         specific = np.repeat(np.arange(count), per_class)
-        general = specific % 3
+        general = specific % cats  # the real release's 20 / 6 / 8 categories
         pngs = [
             np.frombuffer(encoded(rgb(i, 84, 84)), dtype=np.uint8) for i in range(len(specific))
         ]
@@ -113,7 +113,7 @@ def write_tiered(
             "label_specific": specific,
             "label_general": general,
             "label_specific_str": [f"n{3000000 + c:08d}_{split}" for c in range(count)],
-            "label_general_str": ["cat_a", "cat_b", "cat_c"],
+            "label_general_str": [f"category_{split}_{g}" for g in range(cats)],
         }
         if bytes_keys:  # as some copies are: Python 2 str keys read back as bytes
             labels = {k.encode(): v for k, v in labels.items()}

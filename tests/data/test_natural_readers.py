@@ -173,6 +173,9 @@ def test_tiered_full_class_counts(tmp_path):
     write_tiered(tmp_path)
     s = read_tiered_imagenet(tmp_path)
     assert [len(s[k].class_names) for k in ("train", "val", "test")] == [351, 97, 160]
+    assert [len(set(s[k].groups)) for k in ("train", "val", "test")] == [20, 6, 8]
+    assert s["train"].groups[:2] == ["category_train_0", "category_train_1"]
+    assert s["train"].groups[20] == "category_train_0"  # class 20 is in category 20 % 20
 
 
 def test_tiered_labels_and_images_disagree(tmp_path):
@@ -219,6 +222,9 @@ def test_fc100_split(cifar_root):
     for split in ("val", "test"):
         want = {f for c in FC100_SPLIT[split] for f in CIFAR100[c].split()}
         assert set(s[split].class_names) == want
+        assert set(s[split].groups) == set(FC100_SPLIT[split])
+    assert len(set(s["train"].groups)) == 12
+    assert s["test"].groups[s["test"].class_names.index("baby")] == "people"
     _disjoint(s)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import time
 
 import numpy as np
@@ -115,8 +116,6 @@ def test_a_failed_preparation_keeps_the_previous_cache(tmp_path):
     write_tiered(tmp_path / "root", classes=(351, 97, 160))
     prepare("tiered-imagenet", tmp_path / "root", tmp_path / "cache")
     # A damaged PNG in the second copy: listed by split and class, and the first cache survives.
-    import pickle
-
     with (tmp_path / "root" / "val_images_png.pkl").open("rb") as f:
         pngs = pickle.load(f)
     pngs[3] = pngs[3][:20]
@@ -138,3 +137,15 @@ def test_images_per_class_are_checked_where_the_release_is_uniform(tmp_path):
     with pytest.raises(LayoutError) as e:
         prepare("mini-imagenet", tmp_path, tmp_path / "cache")
     assert e.value.problems == ["val: class n01000080 has 1 images, the others 2"]
+
+
+def test_tiered_categories_are_checked(tmp_path):
+    write_tiered(tmp_path, classes=(351, 97, 160))
+    with (tmp_path / "test_labels.pkl").open("rb") as f:
+        labels = pickle.load(f)
+    labels["label_general"] = labels["label_general"] % 7  # one category lost
+    with (tmp_path / "test_labels.pkl").open("wb") as f:
+        pickle.dump(labels, f)
+    with pytest.raises(LayoutError) as e:
+        prepare("tiered-imagenet", tmp_path, tmp_path / "cache")
+    assert e.value.problems == ["test: 7 categories, tiered-imagenet has 8"]

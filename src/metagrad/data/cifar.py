@@ -107,7 +107,9 @@ def read_cifar100(root: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     return np.concatenate(images), np.concatenate(fine), np.concatenate(coarse), meta
 
 
-def _split(images, fine, names: list[str], members: dict[str, list[str]]) -> dict:
+def _split(
+    images, fine, names: list[str], members: dict[str, list[str]], parent: dict | None = None
+) -> dict:
     """Three :class:`ImageSplit` of the fine classes in ``members`` (train: all the others)."""
     out = {}
     for split in ("train", "val", "test"):
@@ -119,7 +121,10 @@ def _split(images, fine, names: list[str], members: dict[str, list[str]]) -> dic
         keep = np.isin(fine, classes)
         remap = np.full(len(names), -1, dtype=np.int64)
         remap[classes] = np.arange(len(classes))
-        out[split] = ImageSplit(images[keep], remap[fine[keep]], [names[i] for i in classes])
+        groups = [parent[i] for i in classes] if parent is not None else None
+        out[split] = ImageSplit(
+            images[keep], remap[fine[keep]], [names[i] for i in classes], groups
+        )
     return out
 
 
@@ -151,4 +156,4 @@ def read_fc100(root: Path | str) -> dict[str, ImageSplit]:
     members = {
         s: [names[f] for f in sorted(parent) if parent[f] in FC100_SPLIT[s]] for s in FC100_SPLIT
     }
-    return _split(images, fine, names, members)
+    return _split(images, fine, names, members, parent)

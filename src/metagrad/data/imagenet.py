@@ -156,6 +156,17 @@ def _tiered_split(folder: Path, split: str) -> ImageSplit:
             f"{len(strs)} names; the file is damaged"
         )
     names = [strs[i] for i in used]
+    groups = None
+    if "label_general" in d and "label_general_str" in d:  # the 20/6/8 categories
+        general = np.asarray(d["label_general"], dtype=np.int64)
+        gstrs = [s.decode() if isinstance(s, bytes) else str(s) for s in d["label_general_str"]]
+        if len(general) != len(specific) or (len(general) and general.max() >= len(gstrs)):
+            raise UsageError(
+                f"{path}: label_general does not match label_specific or "
+                "label_general_str; the file is damaged"
+            )
+        first = np.searchsorted(np.sort(specific), used)  # any image of each class will do
+        groups = [gstrs[g] for g in general[np.argsort(specific, kind="stable")][first]]
     pkl = folder / f"{split}_images_png.pkl"
     if pkl.is_file():
         images = load_pickle(pkl, encoding="latin1")
@@ -177,4 +188,4 @@ def _tiered_split(folder: Path, split: str) -> ImageSplit:
             f"{pkl if pkl.is_file() else folder / split}: {len(images)} images "
             f"for {len(specific)} labels in {path.name}; copy both again"
         )
-    return ImageSplit(images, labels.astype(np.int64), names)
+    return ImageSplit(images, labels.astype(np.int64), names, groups)

@@ -31,11 +31,14 @@ class ImageSplit:
         images: decoded uint8 ``[N, H, W, 3]``, or ``N`` sources (see :func:`decode`).
         labels: int64 ``[N]``, indices into ``class_names``, ``0 .. C-1``.
         class_names: the split's classes (wnids, CUB folder names, CIFAR fine names).
+        groups: where a data set groups its classes (tiered-ImageNet's categories, FC100's
+            superclasses), each class's group; else ``None``.
     """
 
     images: np.ndarray | Sequence[Source]
     labels: np.ndarray
     class_names: list[str]
+    groups: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -53,14 +53,15 @@ class NaturalSet:
     classes: tuple[int, int, int]  # train, val, test
     size: int  # stored side for sources of any size (already-square sources keep theirs)
     uniform: bool = False  # every class has as many images (600) in the release
+    groups: tuple[int, int, int] | None = None  # categories or superclasses per split
 
 
 NATURAL_SETS = {
     "cub": NaturalSet(read_cub, (100, 50, 50), 96),
     "mini-imagenet": NaturalSet(read_mini_imagenet, (64, 16, 20), 96, uniform=True),
-    "tiered-imagenet": NaturalSet(read_tiered_imagenet, (351, 97, 160), 84),
+    "tiered-imagenet": NaturalSet(read_tiered_imagenet, (351, 97, 160), 84, groups=(20, 6, 8)),
     "cifar-fs": NaturalSet(read_cifar_fs, (64, 16, 20), 32, uniform=True),
-    "fc100": NaturalSet(read_fc100, (60, 20, 20), 32, uniform=True),
+    "fc100": NaturalSet(read_fc100, (60, 20, 20), 32, uniform=True, groups=(12, 4, 4)),
 }
 
 
@@ -77,14 +78,20 @@ def default_cache() -> Path:
 
 
 def check_layout(name: str, splits: dict[str, ImageSplit]) -> list[str]:
-    """Problems with the class counts, the images per class (none; or, where the release has
-    as many of every class, a class with another count) and classes in two splits."""
+    """Problems with the class (and category) counts, the images per class (none; or, where
+    the release has as many of every class, a class with another count) and classes in two
+    splits."""
     problems = []
     seen: dict[str, str] = {}
-    for split, want in zip(SPLIT_NAMES, NATURAL_SETS[name].classes, strict=True):
+    spec = NATURAL_SETS[name]
+    for i, (split, want) in enumerate(zip(SPLIT_NAMES, spec.classes, strict=True)):
         s = splits[split]
         if len(s.class_names) != want:
             problems.append(f"{split}: {len(s.class_names)} classes, {name} has {want}")
+        if spec.groups and s.groups is not None and len(set(s.groups)) != spec.groups[i]:
+            problems.append(
+                f"{split}: {len(set(s.groups))} categories, {name} has {spec.groups[i]}"
+            )
         counts = s.per_class()
         usual = int(np.bincount(counts).argmax()) if len(counts) else 0
         for c, n in zip(s.class_names, counts, strict=True):
