@@ -59,7 +59,8 @@ def test_default_cache_is_the_user_cache_never_the_root(tmp_path, monkeypatch):
     finally:
         os.chmod(root, 0o755)
     assert sorted(p.name for p in root.iterdir()) == before
-    assert load_prepared("tiered-imagenet")["test"].images.shape == (160, 84, 84, 3)
+    test = load_prepared("tiered-imagenet")["test"]
+    assert test.images.shape == (160, 84, 84, 3) and len(set(test.groups)) == 8
 
 
 def test_bad_layout_lists_every_problem_and_writes_nothing(tmp_path):

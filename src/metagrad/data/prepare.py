@@ -164,7 +164,12 @@ def prepare(name: str, root: Path | str, cache: Path | str | None = None) -> lis
             side = _side(s, spec.size)
             _write(s, side, tmp[split, "images"], split, problems)
             np.save(tmp[split, "labels"], s.labels)
-            meta["splits"][split] = {"images": len(s), "side": side, "classes": s.class_names}
+            meta["splits"][split] = {
+                "images": len(s),
+                "side": side,
+                "classes": s.class_names,
+                "groups": s.groups,
+            }
         if problems:
             shown = problems[:_MAX_SHOWN]
             if len(problems) > _MAX_SHOWN:
@@ -217,6 +222,7 @@ def load_prepared(name: str, cache: Path | str | None = None) -> dict[str, Image
             np.load(folder / f"{split}_images.npy", mmap_mode="r"),
             np.load(folder / f"{split}_labels.npy"),
             info["classes"],
+            info.get("groups"),
         )
         for split, info in meta["splits"].items()
     }
