@@ -138,6 +138,15 @@ def test_mini_csv_naming_a_missing_image(tmp_path):
     _one_line(e, "test.csv line 2", "images/n01000003 is missing")
 
 
+def test_mini_images_without_csvs(tmp_path):
+    write_mini_jpeg(tmp_path, classes=(1, 1, 1), per_class=1, files=1)
+    for split in ("train", "val", "test"):
+        (tmp_path / f"{split}.csv").unlink()
+    with pytest.raises(UsageError) as e:
+        read_mini_imagenet(tmp_path)
+    _one_line(e, "no train.csv", "Ravi", "beside images/")
+
+
 def test_mini_pkl(tmp_path):
     write_mini_pkl(tmp_path, per_class=2)
     s = read_mini_imagenet(tmp_path)

@@ -45,6 +45,12 @@ def read_mini_imagenet(root: Path | str) -> dict[str, ImageSplit]:
             return read_mini_imagenet_pkl(folder)
         if (folder / "train.csv").is_file():
             return read_mini_imagenet_jpeg(folder)
+        images = folder / "images"
+        if images.is_dir() and any(re.match(r"n\d{8}$", p.name) for p in images.iterdir()):
+            raise UsageError(
+                f"{folder} has images/<wnid>/ but no train.csv; put Ravi & Larochelle's "
+                "train.csv, val.csv and test.csv beside images/ (they define the split)"
+            )
     raise not_found(root, "mini-ImageNet", f"{_MINI_JPEG}, or {_MINI_PKL}")
 
 
