@@ -69,7 +69,9 @@ def decode(source: Source) -> np.ndarray:
         with Image.open(raw if isinstance(raw, Path) else io.BytesIO(raw)) as img:
             return np.asarray(img.convert("RGB"))  # CMYK/greyscale JPEGs exist in ImageNet
     except (OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ValueError(f"not a decodable image ({type(e).__name__}: {e})") from None
+        # Pillow's message repeats the file name, which the caller already names.
+        why = str(e).replace(f" '{raw}'", "") if isinstance(raw, Path) else str(e)
+        raise ValueError(f"not a decodable image ({type(e).__name__}: {why})") from None
 
 
 def square(image: np.ndarray, size: int) -> np.ndarray:
@@ -107,7 +109,7 @@ def not_found(root: Path, name: str, expected: str) -> UsageError:
     if not root.is_dir():
         return UsageError(f"--root {root} is not a directory; give the folder holding {expected}")
     seen = [k for k, signs in _SIGNS.items() if any((root / s).exists() for s in signs)]
-    there = f"it looks like {seen[0]}'s layout" if seen else "found neither"
+    there = f"it looks like {seen[0]}'s layout" if seen else "no known layout is there"
     return UsageError(
         f"no {name} data under --root {root}: expected {expected}, but {there}; give the folder "
         "that holds it (or the data set's name that matches it)"
