@@ -174,7 +174,7 @@ def data(args: argparse.Namespace) -> int:
 
     if args.data_command == "prepare":
         try:
-            lines = PREPARE[args.dataset](args.root, args.cache)
+            lines = PREPARE[args.dataset](args.root, args.cache, lambda m: print(m, flush=True))
         except UsageError as e:
             # A bad layout lists every problem on standard output, one per line; standard error
             # keeps its one line (the count and the first problem).

@@ -132,8 +132,15 @@ def _write(split: ImageSplit, side: int, tmp: Path, name: str, problems: list[st
     del out
 
 
-def prepare(name: str, root: Path | str, cache: Path | str | None = None) -> list[str]:
+def prepare(
+    name: str,
+    root: Path | str,
+    cache: Path | str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[str]:
     """Check ``root``'s copy of ``name``, then write its cache; returns what was written.
+
+    ``progress`` is told before each split is decoded (tiered-ImageNet takes minutes).
 
     Raises:
         UsageError: an unknown name, no such layout under ``root``, an unwritable cache.
@@ -162,6 +169,8 @@ def prepare(name: str, root: Path | str, cache: Path | str | None = None) -> lis
     try:
         for split, s in splits.items():
             side = _side(s, spec.size)
+            if progress is not None:
+                progress(f"{split}: decoding {len(s)} images of {len(s.class_names)} classes")
             _write(s, side, tmp[split, "images"], split, problems)
             np.save(tmp[split, "labels"], s.labels)
             meta["splits"][split] = {

@@ -121,11 +121,14 @@ DOWNLOADS: Registry[Callable[[Path], list[Path]]] = Registry("data set")
 DOWNLOADS.add("omniglot", _download_omniglot)
 
 
-def _preparer(name: str) -> Callable[[Path, Path | None], list[str]]:
-    def prepare(root: Path, cache: Path | None) -> list[str]:
+Preparer = Callable[[Path, Path | None, Callable[[str], None] | None], list[str]]
+
+
+def _preparer(name: str) -> Preparer:
+    def prepare(root: Path, cache: Path | None, progress=None) -> list[str]:
         from metagrad.data import prepare as prepare_data
 
-        return prepare_data(name, root, cache)
+        return prepare_data(name, root, cache, progress)
 
     return prepare
 
@@ -133,7 +136,7 @@ def _preparer(name: str) -> Callable[[Path, Path | None], list[str]]:
 # `metagrad data prepare NAME --root DIR [--cache DIR]`: check a natural-image data set's layout
 # and decode it once into a memory-mapped cache (metagrad.data.prepare). The names are
 # metagrad.data.NATURAL_SETS's, listed here so the CLI's choices need no import of the data.
-PREPARE: Registry[Callable[[Path, Path | None], list[str]]] = Registry("data set")
+PREPARE: Registry[Preparer] = Registry("data set")
 for _name in ("cub", "mini-imagenet", "tiered-imagenet", "cifar-fs", "fc100"):
     PREPARE.add(_name, _preparer(_name))
 
