@@ -45,6 +45,7 @@ def run_dir(tmp_path_factory):
         (["test"], ["--checkpoint", "--set", "results.json"]),
         (["plot"], ["--baseline"]),
         (["data", "download"], ["--root", "omniglot"]),
+        (["data", "prepare"], ["--root", "--cache", "cub", "mini-imagenet", "fc100"]),
     ],
 )
 def test_help_is_complete(command, expected, capsys):

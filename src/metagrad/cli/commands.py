@@ -170,8 +170,20 @@ def plot(args: argparse.Namespace) -> int:
 
 
 def data(args: argparse.Namespace) -> int:
-    from metagrad.train.build import DOWNLOADS
+    from metagrad.train.build import DOWNLOADS, PREPARE
 
+    if args.data_command == "prepare":
+        try:
+            lines = PREPARE[args.dataset](args.root, args.cache, lambda m: print(m, flush=True))
+        except UsageError as e:
+            # A bad layout lists every problem on standard output, one per line; standard error
+            # keeps its one line (the count and the first problem).
+            for problem in getattr(e, "problems", []):
+                print(f"problem: {problem}")
+            raise
+        for line in lines:
+            print(f"ok {line}")
+        return 0
     for path in DOWNLOADS[args.dataset](args.root):
         print(f"ok {path}")
     return 0

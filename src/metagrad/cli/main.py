@@ -105,11 +105,29 @@ def _parser() -> argparse.ArgumentParser:
         "DIR` of an untrained policy); repeatable",
     )
 
-    d = sub.add_parser("data", help="download data sets")
+    d = sub.add_parser("data", help="download or prepare data sets")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     dl = dsub.add_parser("download", help="download a data set's official files")
     dl.add_argument("dataset", choices=["omniglot"])
     dl.add_argument("--root", type=Path, required=True, help="directory to put the files in")
+    pr = dsub.add_parser(
+        "prepare",
+        help="check a natural-image data set's layout and decode it once into a cache",
+        description="Check the layout under --root (class counts per split, images per class, "
+        "every file decodable), listing each problem on one line (exit 2), then decode and "
+        "resize every image once into memory-mapped uint8 .npy files under --cache.",
+    )
+    pr.add_argument(
+        "dataset", choices=["cub", "mini-imagenet", "tiered-imagenet", "cifar-fs", "fc100"]
+    )
+    pr.add_argument("--root", type=Path, required=True, help="the folder holding the data set")
+    pr.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="where to write the prepared arrays (default: $XDG_CACHE_HOME/metagrad or "
+        "~/.cache/metagrad; never the data root)",
+    )
     return p
 
 

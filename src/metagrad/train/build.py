@@ -122,6 +122,26 @@ DOWNLOADS: Registry[Callable[[Path], list[Path]]] = Registry("data set")
 DOWNLOADS.add("omniglot", _download_omniglot)
 
 
+Preparer = Callable[[Path, Path | None, Callable[[str], None] | None], list[str]]
+
+
+def _preparer(name: str) -> Preparer:
+    def prepare(root: Path, cache: Path | None, progress=None) -> list[str]:
+        from metagrad.data import prepare as prepare_data
+
+        return prepare_data(name, root, cache, progress)
+
+    return prepare
+
+
+# `metagrad data prepare NAME --root DIR [--cache DIR]`: check a natural-image data set's layout
+# and decode it once into a memory-mapped cache (metagrad.data.prepare). The names are
+# metagrad.data.NATURAL_SETS's, listed here so the CLI's choices need no import of the data.
+PREPARE: Registry[Preparer] = Registry("data set")
+for _name in ("cub", "mini-imagenet", "tiered-imagenet", "cifar-fs", "fc100"):
+    PREPARE.add(_name, _preparer(_name))
+
+
 def model_for(cfg: ExperimentConfig, shape: tuple[int, ...]) -> nn.Module:
     """The (freshly initialised) model of ``cfg`` for inputs of ``shape`` (one example)."""
     outputs = getattr(cfg.task, "ways", 1)  # classes, or one regression output
