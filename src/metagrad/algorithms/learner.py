@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -55,12 +54,6 @@ def learnable_rates(inner_lr) -> Params:
 
     visit(inner_lr, "inner_lr")
     return found
-
-
-def _copied_buffers(executor: TaskExecutor) -> TaskExecutor:
-    """``executor`` on copies of the model's buffers: adapting and predicting never touch the
-    module, not even BatchNorm's running statistics in ``train()`` mode."""
-    return replace(executor, buffers={k: v.clone() for k, v in executor.buffers.items()})
 
 
 def accumulate_grad(params: Params, grads: Params) -> None:
@@ -132,10 +125,7 @@ class MetaLearner:
     def inner_loop(self, inner_steps: int | None, inner_lr) -> InnerLoop:
         lr = self.inner_lr if inner_lr is None else inner_lr
         check_rate_names(lr if isinstance(lr, Sequence) else [lr], self.params)
-        return InnerLoop(
-            self.inner_lr if inner_lr is None else inner_lr,
-            self.inner_steps if inner_steps is None else inner_steps,
-        )
+        return InnerLoop(lr, self.inner_steps if inner_steps is None else inner_steps)
 
     def adapt(
         self,
@@ -152,7 +142,7 @@ class MetaLearner:
         with torch.no_grad():  # no graph to the meta-parameters at test time
             params = detached(self.params)
         inner = self.inner_loop(inner_steps, inner_lr)
-        executor = _copied_buffers(TaskExecutor.create(self.model, "loop"))
+        executor = TaskExecutor.create(self.model, "loop").with_copied_buffers()
         phi, _ = run_inner(
             executor.task_objective(self.loss), params, (support_x, support_y), inner
         )
@@ -175,7 +165,7 @@ class MetaLearner:
                 stacklevel=2,
             )
         with torch.no_grad():
-            return _copied_buffers(TaskExecutor.create(self.model, "loop")).forward(params, x)
+            return TaskExecutor.create(self.model, "loop").with_copied_buffers().forward(params, x)
 
     def backward(self, batch: TaskBatch) -> MetaOutput:  # pragma: no cover - abstract
         raise NotImplementedError

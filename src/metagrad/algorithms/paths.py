@@ -98,6 +98,11 @@ class TaskExecutor:
         examples = None if batch is None else batch.support_x.shape[1] + batch.query_x.shape[1]
         return cls(model, state.frozen, state.buffers, resolve_path(model, path, examples))
 
+    def with_copied_buffers(self) -> TaskExecutor:
+        """This executor on copies of the model's buffers: what it runs never touches the
+        module, not even BatchNorm's running statistics in ``train()`` mode."""
+        return replace(self, buffers={k: v.clone() for k, v in self.buffers.items()})
+
     def backprop_chunk(self, chunk_size: int | None) -> int | None:
         """Tasks per backward pass: ``chunk_size`` when batched (None: the whole meta-batch);
         the loop backpropagates task by task, so its memory never grows with the meta-batch."""
@@ -153,11 +158,11 @@ class TaskExecutor:
             per_task = expand_tasks(params, x.shape[0])
             objective = self._objective(loss, offset, batched=True)
             return run_inner(objective, per_task, (x, y), inner, _steps(x, y, pick, slice(None)))
-        ends = []
-        for t in range(x.shape[0]):
-            data = (x[t], y[t])
-            objective = self._objective(loss, offset, batched=False)
-            ends.append(run_inner(objective, params, data, inner, _steps(x[t], y[t], pick, ...)))
+        objective = self._objective(loss, offset, batched=False)
+        ends = [
+            run_inner(objective, params, (x[t], y[t]), inner, _steps(x[t], y[t], pick, ...))
+            for t in range(x.shape[0])
+        ]
         return _stack([p for p, _ in ends]), _stack_state([s for _, s in ends])
 
     def trajectory_all(
@@ -245,7 +250,7 @@ def probe(executor: TaskExecutor, loss: Loss, params: Params, x: Tensor, y: Tens
         UsageError: the model cannot take inputs shaped like ``x`` (names both shapes), the
             loss is not a scalar, or it depends on none of ``params``.
     """
-    executor = replace(executor, buffers={k: v.clone() for k, v in executor.buffers.items()})
+    executor = executor.with_copied_buffers()
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.enable_grad():
         p = prepare(params)

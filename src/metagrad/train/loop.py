@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,15 +63,27 @@ class TrainResult:
     test: EvalResult | RLEvalResult | None
 
 
-def refuse_existing_run(run_dir: Path) -> None:
-    """Raise ``FileExistsError`` if ``run_dir`` already holds a run (config, metrics or any
-    checkpoint): a run is replaced only with ``--overwrite``."""
-    check_new_run(run_dir)
+@contextmanager
+def restoring(run_dir: Path) -> Iterator[None]:
+    """Turn a checkpoint state that does not fit the run being restored (a crafted or foreign
+    state: wrong keys, types or shapes) into one clear :class:`CheckpointError`."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+        detail = str(e).splitlines()[0][:120] if str(e) else "no detail"
+        raise CheckpointError(
+            f"the checkpoint state in {run_dir} does not fit this run ({type(e).__name__}: "
+            f"{detail}); it was not written by metagrad for this config: resume from another "
+            "copy of the run"
+        ) from None
 
 
 def start_run(cfg: ExperimentConfig, run_dir: Path) -> None:
-    """Create ``run_dir`` with the resolved config; refuses to overwrite another run."""
-    refuse_existing_run(run_dir)
+    """Create ``run_dir`` with the resolved config; refuses to overwrite another run (config,
+    metrics or any checkpoint: a run is replaced only with ``--overwrite``)."""
+    check_new_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, config_to_toml(cfg, header=f"metagrad run {cfg.name}"))
 

@@ -36,7 +36,6 @@ import torch
 from metagrad.config import ExperimentConfig, selection_score, val_metric
 from metagrad.functional.params import Params, detached
 from metagrad.train.checkpoint import (
-    CheckpointError,
     capture_rng_state,
     restore_rng_state,
     save_checkpoint,
@@ -46,6 +45,7 @@ from metagrad.train.loop import (
     TrainResult,
     config_state,
     load_resume_checkpoint,
+    restoring,
     run_loop,
     start_run,
 )
@@ -184,12 +184,7 @@ def _restore(
     if found is None:  # stopped before its first checkpoint: start again
         return theta, 0, None
     weights, state = found
-    try:
+    with restoring(run_dir):
         restore_rng_state(state["rng"])
         generator.set_state(state["generator"])
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
-        raise CheckpointError(
-            f"the checkpoint state in {run_dir} does not fit this run ({type(e).__name__}); "
-            "resume from another copy of the run"
-        ) from None
     return exp.as_theta(weights), state["step"], state["best_metric"]

@@ -21,7 +21,6 @@ import torch
 from metagrad.config import ExperimentConfig
 from metagrad.train.build import Experiment, build_experiment
 from metagrad.train.checkpoint import (
-    CheckpointError,
     capture_rng_state,
     restore_rng_state,
     save_checkpoint,
@@ -31,10 +30,11 @@ from metagrad.train.loop import (
     TrainResult,
     config_state,
     load_resume_checkpoint,
-    refuse_existing_run,
+    restoring,
     run_loop,
     start_run,
 )
+from metagrad.train.rundir import check_new_run
 from metagrad.train.testing import run_test, validation_metric
 
 
@@ -62,7 +62,7 @@ def train_supervised(
     Arguments as :func:`metagrad.train.trainer.train`'s.
     """
     if not resume:
-        refuse_existing_run(run_dir)
+        check_new_run(run_dir)
     exp = build_experiment(cfg)  # before the run directory: missing data leaves no run behind
     if not resume:
         start_run(cfg, run_dir)
@@ -166,7 +166,7 @@ def _restore(
     if found is None:  # stopped before its first checkpoint: start again
         return 0, None, 0.0
     weights, state = found
-    try:
+    with restoring(run_dir):
         exp.model.load_state_dict(weights)
         if opt is not None:
             opt.load_state_dict(state["optimizer"])
@@ -176,12 +176,4 @@ def _restore(
             if name == "reptile" and _reptile_gen(exp):
                 exp.learner.generator.set_state(s)
         exp.learner.load_state_dict(state.get("learner", {}))
-    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
-        if isinstance(e, CheckpointError):
-            raise
-        raise CheckpointError(
-            f"the checkpoint state in {run_dir} does not fit this run ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'}); it was not written "
-            "by metagrad for this config: resume from another copy of the run"
-        ) from None
     return state["step"], state["best_metric"], state.get("wall_seconds") or 0.0
