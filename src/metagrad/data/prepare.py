@@ -212,6 +212,15 @@ def prepare(
     ]
 
 
+def prepared_from(name: str, cache: Path | str | None = None) -> Path | None:
+    """The data root that ``name``'s complete cache was prepared from, or ``None``."""
+    folder = (Path(cache).expanduser() if cache is not None else default_cache()) / name
+    try:
+        return Path(json.loads((folder / "meta.json").read_text())["root"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def load_prepared(name: str, cache: Path | str | None = None) -> dict[str, ImageSplit]:
     """The cached splits of ``name``, images memory-mapped (nothing is decoded).
 
