@@ -104,3 +104,24 @@ def test_bad_natural_inputs_are_one_clear_line(overrides, message, natural_cache
     )
     assert r.code == 2
     assert message.format(cache=cache) in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_a_resumed_image_run_sees_the_same_augmented_episodes(natural_cache, tmp_path):
+    import torch
+
+    from metagrad.config import load_config
+    from metagrad.train.checkpoint import load_checkpoint
+    from metagrad.train.trainer import resume_run, train
+
+    shrink = [s for s in SHRINK if not s.startswith(("train.iterations", "train.meta_batch"))]
+    cfg = load_config(
+        ROOT / "configs/cifar-fs/maml_conv4-32_5w1s.toml",
+        [f"task.cache={natural_cache}", *shrink, "train.iterations=4", "train.meta_batch_size=2"]
+        + ["train.checkpoint_every=2", "train.val_every=2"],
+    )
+    assert cfg.task.augment
+    train(cfg, tmp_path / "straight", test=False)
+    train(cfg, tmp_path / "cut", test=False, max_steps=2)
+    resume_run(tmp_path / "cut", test=False)
+    a, b = (load_checkpoint(tmp_path / r, "last")[0] for r in ("straight", "cut"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
