@@ -114,10 +114,10 @@ def test_a_resumed_image_run_sees_the_same_augmented_episodes(natural_cache, tmp
     from metagrad.train.trainer import resume_run, train
 
     shrink = [s for s in SHRINK if not s.startswith(("train.iterations", "train.meta_batch"))]
+    longer = ["train.iterations=4", "train.meta_batch_size=2", "train.checkpoint_every=2"]
     cfg = load_config(
         ROOT / "configs/cifar-fs/maml_conv4-32_5w1s.toml",
-        [f"task.cache={natural_cache}", *shrink, "train.iterations=4", "train.meta_batch_size=2"]
-        + ["train.checkpoint_every=2", "train.val_every=2"],
+        [f"task.cache={natural_cache}", *shrink, *longer, "train.val_every=2"],
     )
     assert cfg.task.augment
     train(cfg, tmp_path / "straight", test=False)
@@ -125,3 +125,20 @@ def test_a_resumed_image_run_sees_the_same_augmented_episodes(natural_cache, tmp
     resume_run(tmp_path / "cut", test=False)
     a, b = (load_checkpoint(tmp_path / r, "last")[0] for r in ("straight", "cut"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_folder_template_trains_and_tests_on_a_users_folder(cli, tmp_path):
+    from natural_fixtures import write_folder
+
+    d = write_folder(tmp_path / "my classes", classes=8, per_class=3)
+    out = tmp_path / "run"
+    r = cli(
+        "train",
+        "folder/maml_conv4_5w1s",
+        "--out",
+        out,
+        *sets(f"task.root={d}", f"task.cache={tmp_path / 'cache'}", "task.image_size=32", *SHRINK),
+    )
+    assert r.code == 0, r.err
+    assert "[data] preparing" in r.out
+    assert json.loads((out / "results.json").read_text())["tasks"] == 2

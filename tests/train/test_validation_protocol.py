@@ -29,7 +29,7 @@ def test_every_shipped_config_is_covered():
 
 
 @pytest.mark.parametrize("path", SUPERVISED, ids=_name)
-def test_supervised_validation_runs_the_test_protocol(path, monkeypatch, request):
+def test_supervised_validation_runs_the_test_protocol(path, monkeypatch, request, tmp_path):
     from metagrad.train import testing
     from metagrad.train.build import build_experiment
 
@@ -38,6 +38,12 @@ def test_supervised_validation_runs_the_test_protocol(path, monkeypatch, request
         cache = request.getfixturevalue("natural_cache")
         overrides += [f"task.cache={cache}", "task.ways=2", "task.shots=1", "task.queries=1"]
         overrides += ["eval.shots=1", "eval.queries=1"]
+    if path.parent.name == "folder":
+        from natural_fixtures import write_folder
+
+        root = write_folder(tmp_path / "classes", classes=10)
+        overrides += [f"task.root={root}", f"task.cache={tmp_path / 'cache'}", "task.ways=2"]
+        overrides += ["task.queries=1", "task.image_size=16"]
     if path.parent.name == "omniglot":
         if not (OMNIGLOT / "images_background.npz").exists():
             pytest.skip("the Omniglot data of ../shared/data is not here")

@@ -1,8 +1,9 @@
 """Config variants of the natural-image few-shot benchmarks, registered into the schema.
 
 Task families (``task.family``), named as MMFewShot names its data sets: ``"cub"``,
-``"mini-imagenet"``, ``"tiered-imagenet"`` (84x84 RGB, MMFewShot's pipeline) and
-``"cifar-fs"``, ``"fc100"`` (32x32 RGB, MetaOptNet's). Each reads the cache that ``metagrad
+``"mini-imagenet"``, ``"tiered-imagenet"`` (84x84 RGB, MMFewShot's pipeline),
+``"cifar-fs"``, ``"fc100"`` (32x32 RGB, MetaOptNet's) and ``"folder"``, a user's own folder of
+class folders (MMFewShot's pipeline at any input size). Each reads the cache that ``metagrad
 data prepare NAME --root DIR`` writes; with ``task.root`` set, a run prepares that cache
 itself on first use, so one ``metagrad train`` is all a user with the data needs.
 
@@ -80,12 +81,33 @@ class FC100TaskConfig(ImageTaskConfig):
     pipeline: ClassVar[str] = "metaoptnet"
 
 
+@config_class
+class FolderTaskConfig(ImageTaskConfig):
+    """Your own images: ``root/<class>/*.jpg`` (or ``root/{train,val,test}/<class>/``), any
+    sizes and modes, with the episodes, cache and augmentation of the built-in families."""
+
+    family: ClassVar[str] = "folder"
+    root: str  # one folder per class (the name is the class), or train/ val/ test/ of them
+    image_size: int = 84  # the model's input side (stored at 8/7 of it: test crops the centre)
+    val_fraction: float = 0.2  # classes held out for validation, without train/ val/ test/
+    test_fraction: float = 0.2  # classes held out for the test, likewise
+    split_seed: int = 0  # seeds that draw of the classes
+
+    def problems(self) -> Iterator[Problem]:
+        yield from super().problems()
+        yield from at_least(self, 8, "image_size")
+        for key in ("val_fraction", "test_fraction"):
+            if not 0.0 < getattr(self, key) < 1.0:
+                yield key, f"must be a share of the classes in (0, 1), got {getattr(self, key)}"
+
+
 IMAGE_FAMILIES = (
     CUBTaskConfig,
     MiniImageNetTaskConfig,
     TieredImageNetTaskConfig,
     CIFARFSTaskConfig,
     FC100TaskConfig,
+    FolderTaskConfig,
 )
 for _cls in IMAGE_FAMILIES:
     TASK_CONFIGS.add(_cls.family, _cls)

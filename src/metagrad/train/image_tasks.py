@@ -8,11 +8,14 @@ files to a trained model.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from metagrad.config import EvalSettings, ExperimentConfig, ImageTaskConfig
+from metagrad.config import IMAGE_FAMILIES, EvalSettings, ExperimentConfig, ImageTaskConfig
+from metagrad.config.image_schema import FolderTaskConfig
 from metagrad.data import ImageSplit, load_prepared, prepare, prepared_from
+from metagrad.data.folder import prepare_folder
 from metagrad.errors import UsageError
 from metagrad.tasks.augment import METAOPTNET, MMFEWSHOT, ImagePipeline
 from metagrad.tasks.images import LabelledEpisodeSampler
@@ -39,12 +42,37 @@ def prepared_splits(
         raise UsageError(f"{e}, or set task.root=DIR") from None
 
 
+def folder_splits(task: FolderTaskConfig, log: Callable[[str], None] = print):
+    """A user's folder data set, prepared (once per change of its files) at 8/7 of the input
+    side, as the 84x84 families are stored at 96."""
+    pipeline = dataclasses.replace(
+        MMFEWSHOT, size=task.image_size, resize=round(task.image_size * 8 / 7)
+    )
+    splits = prepare_folder(
+        task.root,
+        pipeline.resize,
+        task.cache,
+        fractions=(task.val_fraction, task.test_fraction),
+        seed=task.split_seed,
+        log=lambda m: log(f"[data] {m}"),
+    )
+    return splits, pipeline
+
+
+def named_splits(task: ImageTaskConfig, log: Callable[[str], None] = print):
+    return prepared_splits(task, log), PIPELINES[task.pipeline]
+
+
+# task.family -> (splits, pipeline): the published data sets, and a user's folder.
+IMAGE_DATA: dict[str, Callable] = {cls.family: named_splits for cls in IMAGE_FAMILIES}
+IMAGE_DATA["folder"] = folder_splits
+
+
 def image_tasks(cfg: ExperimentConfig, ev: EvalSettings):
     """The training stream, fixed validation / test episodes and input shape of ``cfg``."""
     task = cfg.task
     assert isinstance(task, ImageTaskConfig)
-    splits = prepared_splits(task)
-    pipeline = PIPELINES[task.pipeline]
+    splits, pipeline = IMAGE_DATA[task.family](task)
 
     def sampler(split: str, shots: int, queries: int, seed: int, augment: bool):
         s = splits[split]
