@@ -24,16 +24,21 @@ from benchmarks import report
 from benchmarks.memory import MemoryJob, isolated_working_memory
 from benchmarks.models import metagrad_model
 from benchmarks.peers import build_implementations, selected
-from benchmarks.settings import select_settings
+from benchmarks.settings import select_settings, wanted
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--settings", default="reference", help="comma list of settings, or all")
-    p.add_argument("--models", default="max,stride", help="Conv4 variants to run: max,stride")
+    p.add_argument(
+        "--models",
+        default=None,
+        help="models to run, of max,stride,resnet12 (default: every model of each setting)",
+    )
     p.add_argument(
         "--impls",
-        default="metagrad-loop,metagrad-auto,l2l,higher,torchopt",
+        default="metagrad-loop,metagrad-loop-recompute,metagrad-auto,metagrad-test,l2l,higher,"
+        "torchopt",
         help="fnmatch patterns of implementation names",
     )
     p.add_argument("--threads", type=int, default=2)
@@ -49,7 +54,7 @@ def measure_all(args: argparse.Namespace) -> list[dict]:
     patterns = args.impls.split(",")
     for setting in select_settings(args.settings):
         for pool in setting.pools:
-            if pool != "mlp" and pool not in args.models.split(","):
+            if not wanted(pool, args.models):
                 continue
             reference = metagrad_model(setting, pool, args.seed)
             impls, skipped = build_implementations(setting, pool, reference, patterns)
