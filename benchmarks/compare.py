@@ -31,6 +31,7 @@ from benchmarks.peers import Implementation, build_implementations
 from benchmarks.settings import (
     SETTINGS,
     Setting,
+    add_override_args,
     make_batch,
     overridden,
     select_settings,
@@ -38,11 +39,6 @@ from benchmarks.settings import (
 )
 
 REFERENCE = "metagrad-loop"
-
-
-def ints(text: str) -> tuple[int, ...]:
-    """``"4,8,8,8"`` -> ``(4, 8, 8, 8)``."""
-    return tuple(int(x) for x in text.split(",") if x.strip())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,10 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=10, help="timed iterations per implementation")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 iteration, no warm-up")
-    p.add_argument("--tasks", type=int, default=None, help="override the meta-batch size")
-    p.add_argument("--size", type=int, default=None, help="override the image size (smoke runs)")
-    p.add_argument("--filters", type=int, default=None, help="override Conv4's filters")
-    p.add_argument("--widths", type=ints, default=None, help="override ResNet12's, e.g. 4,8,8,8")
+    add_override_args(p)
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument(
         "--grad-tol",
@@ -164,13 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
         from metagrad.runtime import keep_freed_memory
 
         keep_freed_memory()
-    settings = overridden(
-        select_settings(args.settings),
-        tasks=args.tasks,
-        size=args.size,
-        filters=args.filters,
-        widths=args.widths,
-    )
+    settings = overridden(select_settings(args.settings), args)
     warnings: list[str] = []
     load_before, foreign_before = measure.load_average(), measure.foreign_load(1.0)
     if load_before[0] > 0.5:

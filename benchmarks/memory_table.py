@@ -24,7 +24,7 @@ from benchmarks import report
 from benchmarks.memory import MemoryJob, isolated_working_memory
 from benchmarks.models import metagrad_model
 from benchmarks.peers import build_implementations, selected
-from benchmarks.settings import select_settings, wanted
+from benchmarks.settings import add_override_args, overridden, select_settings, wanted
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "torchopt",
         help="fnmatch patterns of implementation names",
     )
+    add_override_args(p)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--keep-freed-memory", action="store_true", help="as compare.py")
     p.add_argument("--seed", type=int, default=0)
@@ -52,7 +53,7 @@ def measure_all(args: argparse.Namespace) -> list[dict]:
     """One row per (setting, model): MB by implementation name, and what was skipped."""
     rows = []
     patterns = args.impls.split(",")
-    for setting in select_settings(args.settings):
+    for setting in overridden(select_settings(args.settings), args):
         for pool in setting.pools:
             if not wanted(pool, args.models):
                 continue

@@ -10,6 +10,7 @@ episode (``mode="test"``: adapt to the support set, predict the queries; no meta
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass
 
@@ -199,10 +200,26 @@ def wanted(pool: str, models: str | None) -> bool:
     return models is None or pool == "mlp" or pool in [m.strip() for m in models.split(",")]
 
 
-def overridden(settings: list[Setting], **changes) -> list[Setting]:
-    """``settings`` with the ``changes`` that are not None (the CLIs' ``--tasks``, ``--size``,
-    ``--filters``, ``--widths``: a tiny smoke run of a full-size setting)."""
-    given = {k: v for k, v in changes.items() if v is not None}
+OVERRIDES = ("tasks", "size", "filters", "widths")  # what the CLIs may override
+
+
+def add_override_args(parser: argparse.ArgumentParser) -> None:
+    """The CLIs' ``--tasks``, ``--size``, ``--filters``, ``--widths`` (a tiny smoke run of a
+    full-size setting, or another meta-batch)."""
+    parser.add_argument("--tasks", type=int, default=None, help="override the meta-batch size")
+    parser.add_argument("--size", type=int, default=None, help="override the image size")
+    parser.add_argument("--filters", type=int, default=None, help="override Conv4's filters")
+    parser.add_argument(
+        "--widths",
+        type=lambda text: tuple(int(w) for w in text.split(",")),
+        default=None,
+        help="override ResNet12's widths, e.g. 4,8,8,8",
+    )
+
+
+def overridden(settings: list[Setting], args: argparse.Namespace) -> list[Setting]:
+    """``settings`` with the overrides of :func:`add_override_args` that were given."""
+    given = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k, None) is not None}
     return [s.replace(**given) for s in settings] if given else settings
 
 
