@@ -32,6 +32,7 @@ from benchmarks.settings import (
     SETTINGS,
     Setting,
     add_override_args,
+    check_models,
     make_batch,
     overridden,
     select_settings,
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         keep_freed_memory()
     settings = overridden(select_settings(args.settings), args)
+    check_models(args.models, settings)
     warnings: list[str] = []
     load_before, foreign_before = measure.load_average(), measure.foreign_load(1.0)
     if load_before[0] > 0.5:

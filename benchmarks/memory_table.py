@@ -24,7 +24,13 @@ from benchmarks import report
 from benchmarks.memory import MemoryJob, isolated_working_memory
 from benchmarks.models import metagrad_model
 from benchmarks.peers import build_implementations, selected
-from benchmarks.settings import add_override_args, overridden, select_settings, wanted
+from benchmarks.settings import (
+    add_override_args,
+    check_models,
+    overridden,
+    select_settings,
+    wanted,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,7 +59,9 @@ def measure_all(args: argparse.Namespace) -> list[dict]:
     """One row per (setting, model): MB by implementation name, and what was skipped."""
     rows = []
     patterns = args.impls.split(",")
-    for setting in overridden(select_settings(args.settings), args):
+    settings = overridden(select_settings(args.settings), args)
+    check_models(args.models, settings)
+    for setting in settings:
         for pool in setting.pools:
             if not wanted(pool, args.models):
                 continue

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 
 from metagrad import TaskBatch
+from metagrad.models.resnet12 import WIDTHS as RESNET12_WIDTHS  # MMFewShot's 64-160-320-640
 
 ALL_PEERS = ("l2l", "higher", "torchopt", "torchopt-func")
-RESNET12_WIDTHS = (64, 160, 320, 640)  # MMFewShot's ResNet12
 MODES = ("train", "test")
 
 
@@ -169,12 +169,14 @@ SETTINGS: dict[str, Setting] = {
         ),
         _TEST.replace(
             name="test-5w1s",
-            description="MMFewShot test episode, 5-way 1-shot, 15 queries/class, 5 steps",
+            description="MMFewShot test episode, 5-way 1-shot, 15 queries/class, adapt 5 steps, "
+            "predict",
             shots=1,
         ),
         _TEST.replace(
             name="test-5w5s",
-            description="MMFewShot test episode, 5-way 5-shot, 15 queries/class, 5 steps",
+            description="MMFewShot test episode, 5-way 5-shot, 15 queries/class, adapt 5 steps, "
+            "predict",
             shots=5,
         ),
     )
@@ -200,6 +202,18 @@ def wanted(pool: str, models: str | None) -> bool:
     return models is None or pool == "mlp" or pool in [m.strip() for m in models.split(",")]
 
 
+def check_models(models: str | None, settings: list[Setting]) -> None:
+    """Refuse a ``--models`` name that no selected setting runs (a typo would run nothing).
+
+    Raises:
+        ValueError: naming the unknown models and the ones the settings have.
+    """
+    have = {p for s in settings for p in s.pools}
+    unknown = sorted({m.strip() for m in (models or "").split(",") if m.strip()} - have)
+    if unknown:
+        raise ValueError(f"--models {unknown}: the selected settings run only {sorted(have)}")
+
+
 OVERRIDES = ("tasks", "size", "filters", "widths")  # what the CLIs may override
 
 
@@ -210,11 +224,21 @@ def add_override_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=None, help="override the image size")
     parser.add_argument("--filters", type=int, default=None, help="override Conv4's filters")
     parser.add_argument(
-        "--widths",
-        type=lambda text: tuple(int(w) for w in text.split(",")),
-        default=None,
-        help="override ResNet12's widths, e.g. 4,8,8,8",
+        "--widths", type=widths, default=None, help="override ResNet12's widths, e.g. 4,8,8,8"
     )
+
+
+def widths(text: str) -> tuple[int, ...]:
+    """``"4,8,8,8"`` -> ``(4, 8, 8, 8)``: ResNet12's four stage widths."""
+    try:
+        values = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"got {text!r}: expected four positive channel counts, e.g. 4,8,8,8"
+        )
+    return values
 
 
 def overridden(settings: list[Setting], args: argparse.Namespace) -> list[Setting]:

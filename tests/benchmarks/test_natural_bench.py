@@ -6,6 +6,7 @@ Nothing is timed: tiny widths and 16x16 images, each test a second or so.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from benchmarks.l2l_loader import l2l_available
 from benchmarks.measure import check_gradients, compare_predictions
 from benchmarks.models import metagrad_model, twin
 from benchmarks.peers import build_implementations
-from benchmarks.settings import SETTINGS, make_batch
+from benchmarks.settings import SETTINGS, check_models, make_batch, widths
 
 import metagrad
 from benchmarks import compare
@@ -102,6 +103,11 @@ def test_mmfewshot_settings_shapes_and_variants():
     assert [i.name for i in fo if i.family == "metagrad"] == ["metagrad-loop"]
     with pytest.raises(ValueError, match="mode 'eval' is not one of"):
         b105.replace(mode="eval")
+    with pytest.raises(ValueError, match=r"--models \['resnet'\]: .* only \['max', 'resnet12'\]"):
+        check_models("resnet12,resnet", [b105])
+    assert widths("4,8,8,8") == (4, 8, 8, 8)
+    with pytest.raises(argparse.ArgumentTypeError, match="four positive channel counts"):
+        widths("4,8")
 
 
 @pytest.mark.parametrize("pool", ["resnet12", "max"])
