@@ -18,11 +18,16 @@ for every path alike: :meth:`~TaskExecutor.adapt_all`, :meth:`~TaskExecutor.traj
 :meth:`~TaskExecutor.predict_all` and :meth:`~TaskExecutor.task_losses`. Per-task parameters always
 carry a leading task dimension ``[tasks, ...]``; MAML, Reptile, the baselines and the
 evaluation never branch on the path.
+
+When the inner loop adapts exactly the head of a :class:`~metagrad.types.HeadedModule` (ANIL),
+:meth:`~TaskExecutor.adapt_all` computes the body's features of each support set once and runs
+every step on the head alone (:meth:`~TaskExecutor.head_only`); any other selection runs the
+whole model at every step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -35,7 +40,15 @@ from metagrad.checks import UNUSED, check_loss_value, loss_shape_problem
 from metagrad.errors import UsageError
 from metagrad.functional.inner import InnerLoop, prepare, run_inner, trajectory
 from metagrad.functional.params import expand_tasks, split_state
-from metagrad.types import PATHS, Loss, Objective, Params, TaskBatch, TaskBatchedModule
+from metagrad.types import (
+    PATHS,
+    HeadedModule,
+    Loss,
+    Objective,
+    Params,
+    TaskBatch,
+    TaskBatchedModule,
+)
 
 Resolved = Literal["loop", "vectorized", "vmap"]
 Pick = Callable[[int], Tensor] | None  # step -> indices of the support examples it uses
@@ -109,9 +122,10 @@ class TaskExecutor:
         return 1 if self.path == "loop" else chunk_size
 
     def forward(self, params: Params, x: Tensor) -> Tensor:
-        """One task: ``x [N, ...]`` with ordinary parameters."""
+        """One task: ``x [N, ...]`` with ordinary parameters (which may also override frozen
+        parameters and buffers: MAML++'s per-step BatchNorm)."""
         with _input_shape_errors(self.model, x, 1):
-            return functional_call(self.model, (params, self.frozen, self.buffers), (x,))
+            return functional_call(self.model, {**self.frozen, **self.buffers, **params}, (x,))
 
     def predict_all(self, params: Params, x: Tensor) -> Tensor:
         """Every task: ``x [tasks, N, ...]`` with per-task ``params [tasks, ...]``."""
@@ -120,7 +134,7 @@ class TaskExecutor:
         with _input_shape_errors(self.model, x, 2):
             if self.path == "vectorized":
                 shared = expand_tasks({**self.frozen, **self.buffers}, x.shape[0])
-                return functional_call(self.model, (params, shared), (x,))
+                return functional_call(self.model, {**shared, **params}, (x,))
             return vmap(self.forward, in_dims=(0, 0), randomness="different")(params, x)
 
     def task_losses(self, loss: Loss, out: Tensor, y: Tensor) -> Tensor:
@@ -154,10 +168,13 @@ class TaskExecutor:
             Per-task adapted parameters ``[tasks, ...]`` and the inner optimiser's final state
             per task (moments ``[tasks, ...]``).
         """
+        if offset is None and self.head_only(params, inner):
+            return self._adapt_head(loss, params, x, y, inner, pick)
         if self.path != "loop":
             per_task = expand_tasks(params, x.shape[0])
             objective = self._objective(loss, offset, batched=True)
-            return run_inner(objective, per_task, (x, y), inner, _steps(x, y, pick, slice(None)))
+            steps = _steps(x, y, pick, slice(None))
+            return run_inner(objective, per_task, (x, y), _per_task(inner, x.shape[0]), steps)
         objective = self._objective(loss, offset, batched=False)
         ends = [
             run_inner(objective, params, (x[t], y[t]), inner, _steps(x[t], y[t], pick, ...))
@@ -169,10 +186,13 @@ class TaskExecutor:
         self, loss: Loss, params: Params, x: Tensor, y: Tensor, inner: InnerLoop, pick: Pick = None
     ) -> Iterator[Params]:
         """:meth:`adapt_all`'s per-task parameters ``[tasks, ...]`` after each inner step."""
+        if self.head_only(params, inner):
+            return self._adapt_head(loss, params, x, y, inner, pick, stream=True)
         if self.path != "loop":
             objective = self._objective(loss, None, batched=True)
             steps = _steps(x, y, pick, slice(None))
             per_task = expand_tasks(params, x.shape[0])
+            inner = _per_task(inner, x.shape[0])
             return (p for p, _ in trajectory(objective, per_task, (x, y), inner, steps))
         objective = self._objective(loss, None, batched=False)
         streams = [
@@ -180,6 +200,68 @@ class TaskExecutor:
             for t in range(x.shape[0])
         ]
         return (_stack([p for p, _ in step]) for step in zip(*streams))
+
+    def head_only(self, params: Params, inner: InnerLoop) -> bool:
+        """Whether ``inner`` adapts exactly the head of a :class:`HeadedModule` (ANIL), so the
+        body's features can be computed once per task and reused by every step."""
+        if not isinstance(self.model, HeadedModule) or inner.adapted is None or inner.per_step:
+            return False
+        prefix = self.model.head_name + "."
+        head = {k for k in params if k.startswith(prefix)}
+        return bool(head) and head == {k for k in params if k in inner.adapted}
+
+    def _adapt_head(
+        self,
+        loss: Loss,
+        params: Params,
+        x: Tensor,
+        y: Tensor,
+        inner: InnerLoop,
+        pick: Pick,
+        stream: bool = False,
+    ):
+        """:meth:`adapt_all` (or, ``stream``, :meth:`trajectory_all`) of the head alone, on
+        the body's features of every support set, computed once: ``[tasks, N, features]``.
+
+        The features keep their graph to the body's parameters, so the meta-gradient is
+        exactly that of adapting the whole model with the body's inner gradients masked.
+        """
+        prefix = self.model.head_name + "."
+        body = {k: v for k, v in params.items() if not k.startswith(prefix)}
+        head = {k.removeprefix(prefix): v for k, v in params.items() if k.startswith(prefix)}
+        features = self.embed_all(body, x)  # [tasks, N, features]
+        sub = TaskExecutor(
+            self.model.get_submodule(self.model.head_name),
+            _under(self.frozen, prefix),
+            _under(self.buffers, prefix),
+            self.path,
+        )
+        inner = replace(inner, adapted=None, inner_lr=_renamed(inner.inner_lr, prefix))
+        per_task = expand_tasks(body, x.shape[0])
+
+        def whole(phi: Params) -> Params:
+            return {**per_task, **{prefix + k: v for k, v in phi.items()}}
+
+        if stream:
+            return (whole(phi) for phi in sub.trajectory_all(loss, head, features, y, inner, pick))
+        phi, state = sub.adapt_all(loss, head, features, y, inner, pick)
+        return whole(phi), state
+
+    def embed_all(self, body: Params, x: Tensor) -> Tensor:
+        """The features ``[tasks, N, F]`` a :class:`HeadedModule` gives every task's inputs
+        ``x [tasks, N, ...]`` with the shared parameters ``body``."""
+        embed = _Embed(self.model)
+        tensors = {f"model.{k}": v for k, v in {**self.frozen, **self.buffers, **body}.items()}
+
+        def one(xt: Tensor) -> Tensor:
+            return functional_call(embed, tensors, (xt,))
+
+        with _input_shape_errors(self.model, x, 2):
+            if self.path == "loop":
+                return torch.stack([one(xt) for xt in x])
+            if self.path == "vectorized":  # shared weights take any leading dimensions
+                return one(x)
+            return vmap(one, randomness="different")(x)
 
     def task_objective(self, loss: Loss) -> Objective:
         """``objective(params, (x, y))``: one task's loss with ordinary parameters."""
@@ -197,6 +279,38 @@ class TaskExecutor:
             return _scalar(loss(self.forward(params, data[0]), data[1]))
 
         return objective
+
+
+class _Embed(nn.Module):
+    """Runs ``model.embed``, so that :func:`functional_call` can call it with given tensors."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.embed(x)
+
+
+def _under(tensors: Params, prefix: str) -> Params:
+    """The entries of ``tensors`` under ``prefix``, named relative to it."""
+    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _renamed(lr, prefix: str):
+    """Learning rates with per-parameter names made relative to ``prefix``."""
+    if isinstance(lr, Mapping):
+        return _under(dict(lr), prefix)
+    if isinstance(lr, (list, tuple)):
+        return [_renamed(r, prefix) for r in lr]
+    return lr
+
+
+def _per_task(inner: InnerLoop, tasks: int) -> InnerLoop:
+    """``inner`` with its per-step tensors given a leading task dimension (batched paths)."""
+    if not inner.per_step:
+        return inner
+    return replace(inner, per_step=tuple(expand_tasks(d, tasks) for d in inner.per_step))
 
 
 def _steps(x: Tensor, y: Tensor, pick: Pick, tasks) -> Callable[[int], tuple] | None:

@@ -18,6 +18,7 @@ from metagrad.config.checks import (
     val_metric,
 )
 from metagrad.config.errors import ConfigError
+from metagrad.config.family_schema import ANILConfig, BOILConfig, MAMLPPConfig, MetaSGDConfig
 from metagrad.config.loader import load_config, read_toml
 from metagrad.config.overrides import Override, apply_overrides, parse_override
 from metagrad.config.rl_schema import (
@@ -53,6 +54,8 @@ from metagrad.config.toml_writer import config_to_dict, config_to_toml
 
 __all__ = [
     "ALGORITHM_CONFIGS",
+    "ANILConfig",
+    "BOILConfig",
     "MODEL_CONFIGS",
     "SECTIONS",
     "TASK_CONFIGS",
@@ -65,9 +68,11 @@ __all__ = [
     "FOMAMLConfig",
     "GaussianMLPConfig",
     "MAMLConfig",
+    "MAMLPPConfig",
     "MAMLTRPOAlgorithmConfig",
     "MLPConfig",
     "MeanConfig",
+    "MetaSGDConfig",
     "ModelConfig",
     "OmniglotTaskConfig",
     "Override",
