@@ -17,6 +17,7 @@ from torch import nn
 from algorithms.test_maml_reference import conv4_by_hand, mlp_by_hand
 from conftest import assert_rel_close, global_norm, image_batch, regression_batch
 from metagrad import MAML
+from metagrad.algorithms.head import head_only
 from metagrad.algorithms.mamlpp import msl_weights
 from metagrad.models import MLP, Conv4
 
@@ -111,9 +112,11 @@ def test_anil_reuses_the_features_and_equals_running_the_whole_model(path):
     whole.inner.load_state_dict(cached.state_dict())
     batch = image_batch()
     a = MAML(cached, F.cross_entropy, inner_lr=0.3, inner_steps=3, path=path, inner_params="head")
-    b = MAML(whole, F.cross_entropy, inner_lr=0.3, inner_steps=3, path=path, inner_params="*.head.*")
-    assert a.executor_for(batch).head_only(a.params, a.inner_loop())
-    assert not b.executor_for(batch).head_only(b.params, b.inner_loop())
+    b = MAML(
+        whole, F.cross_entropy, inner_lr=0.3, inner_steps=3, path=path, inner_params="*.head.*"
+    )
+    assert head_only(cached, a.params, a.inner_loop())
+    assert not head_only(whole, b.params, b.inner_loop())
     out_a, out_b = a.backward(batch), b.backward(batch)
     grads = {k: p.grad for k, p in whole.inner.named_parameters()}
     _check({k: p.grad for k, p in cached.named_parameters()}, grads)
@@ -144,7 +147,9 @@ def test_metasgd_equals_elementwise_rates_by_hand(case):
         for r in rates.values():
             r.mul_(torch.rand_like(r) + 0.5)
     theta = dict(model.named_parameters())
-    meta = unrolled(by_hand, loss, theta, batch, 2, adapts=lambda k: True, rate=lambda k, s: rates[k])
+    meta = unrolled(
+        by_hand, loss, theta, batch, 2, adapts=lambda k: True, rate=lambda k, s: rates[k]
+    )
     expected = _grads(meta, {**theta, **{f"rate {k}": r for k, r in rates.items()}})
     learner.backward(batch)
     got = {k: p.grad for k, p in theta.items()} | {f"rate {k}": r.grad for k, r in rates.items()}
@@ -245,3 +250,32 @@ def test_derivative_order_annealing_switches_exactly_at_its_iteration():
         assert learner.iteration == at + 1
         for k, p in model.named_parameters():
             assert torch.equal(p.grad, reference[k]), (at, k)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"inner_params": "head"},
+        {"inner_params": "body"},
+        {"learn_inner_lr": "per_element"},
+        {"learn_inner_lr": "per_layer_per_step", "per_step_bn_weights": True},
+    ],
+    ids=["anil", "boil", "metasgd", "lslr+bnwb"],
+)
+def test_recomputed_inner_steps_give_every_family_member_the_same_meta_gradient(options):
+    # A recomputed segment passes gradients to its inputs only: the held parameters, learned
+    # rates and per-step weights must be among them.
+    make, _, loss, make_batch = CASES["cnn+bn"]
+    found = []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        model = make()
+        learner = MAML(
+            model, loss, inner_lr=0.3, inner_steps=4, recompute_inner=recompute, **options
+        )
+        learner.backward(make_batch())
+        grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+        found.append(grads | {k: t.grad for k, t in learner.learned().items()})
+    plain, recomputed = found
+    assert plain.keys() == recomputed.keys()
+    _check(recomputed, plain)

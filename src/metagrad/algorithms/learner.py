@@ -276,6 +276,11 @@ class MAML(MetaLearner):
                 "multi_step_loss_iterations needs the parameters after every inner step, and "
                 "recompute_inner keeps none of them: turn one of them off"
             )
+        if per_step_bn_stats and recompute_inner:
+            raise UsageError(
+                "per_step_bn_stats updates running statistics in every forward pass, and "
+                "recompute_inner reruns the steps in the backward pass: turn one of them off"
+            )
         self.first_order, self.recompute_inner = first_order, recompute_inner
         self.multi_step_loss_iterations = multi_step_loss_iterations
         self.first_order_iterations = first_order_iterations

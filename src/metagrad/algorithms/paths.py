@@ -21,13 +21,13 @@ evaluation never branch on the path.
 
 When the inner loop adapts exactly the head of a :class:`~metagrad.types.HeadedModule` (ANIL),
 :meth:`~TaskExecutor.adapt_all` computes the body's features of each support set once and runs
-every step on the head alone (:meth:`~TaskExecutor.head_only`); any other selection runs the
+every step on the head alone (:mod:`metagrad.algorithms.head`); any other selection runs the
 whole model at every step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -36,19 +36,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from metagrad.algorithms.head import embed_all, head_only, renamed, under
 from metagrad.checks import UNUSED, check_loss_value, loss_shape_problem
 from metagrad.errors import UsageError
 from metagrad.functional.inner import InnerLoop, prepare, run_inner, trajectory
 from metagrad.functional.params import expand_tasks, split_state
-from metagrad.types import (
-    PATHS,
-    HeadedModule,
-    Loss,
-    Objective,
-    Params,
-    TaskBatch,
-    TaskBatchedModule,
-)
+from metagrad.types import PATHS, Loss, Objective, Params, TaskBatch, TaskBatchedModule
 
 Resolved = Literal["loop", "vectorized", "vmap"]
 Pick = Callable[[int], Tensor] | None  # step -> indices of the support examples it uses
@@ -168,7 +161,7 @@ class TaskExecutor:
             Per-task adapted parameters ``[tasks, ...]`` and the inner optimiser's final state
             per task (moments ``[tasks, ...]``).
         """
-        if offset is None and self.head_only(params, inner):
+        if offset is None and head_only(self.model, params, inner):
             return self._adapt_head(loss, params, x, y, inner, pick)
         if self.path != "loop":
             per_task = expand_tasks(params, x.shape[0])
@@ -186,7 +179,7 @@ class TaskExecutor:
         self, loss: Loss, params: Params, x: Tensor, y: Tensor, inner: InnerLoop, pick: Pick = None
     ) -> Iterator[Params]:
         """:meth:`adapt_all`'s per-task parameters ``[tasks, ...]`` after each inner step."""
-        if self.head_only(params, inner):
+        if head_only(self.model, params, inner):
             return self._adapt_head(loss, params, x, y, inner, pick, stream=True)
         if self.path != "loop":
             objective = self._objective(loss, None, batched=True)
@@ -201,15 +194,6 @@ class TaskExecutor:
         ]
         return (_stack([p for p, _ in step]) for step in zip(*streams))
 
-    def head_only(self, params: Params, inner: InnerLoop) -> bool:
-        """Whether ``inner`` adapts exactly the head of a :class:`HeadedModule` (ANIL), so the
-        body's features can be computed once per task and reused by every step."""
-        if not isinstance(self.model, HeadedModule) or inner.adapted is None or inner.per_step:
-            return False
-        prefix = self.model.head_name + "."
-        head = {k for k in params if k.startswith(prefix)}
-        return bool(head) and head == {k for k in params if k in inner.adapted}
-
     def _adapt_head(
         self,
         loss: Loss,
@@ -220,48 +204,31 @@ class TaskExecutor:
         pick: Pick,
         stream: bool = False,
     ):
-        """:meth:`adapt_all` (or, ``stream``, :meth:`trajectory_all`) of the head alone, on
-        the body's features of every support set, computed once: ``[tasks, N, features]``.
-
-        The features keep their graph to the body's parameters, so the meta-gradient is
-        exactly that of adapting the whole model with the body's inner gradients masked.
-        """
-        prefix = self.model.head_name + "."
+        """:meth:`adapt_all` (or, ``stream``, :meth:`trajectory_all`) of the head alone on the
+        body's features of every support set, computed once (:mod:`metagrad.algorithms.head`)."""
+        name = self.model.head_name
+        prefix = name + "."
         body = {k: v for k, v in params.items() if not k.startswith(prefix)}
-        head = {k.removeprefix(prefix): v for k, v in params.items() if k.startswith(prefix)}
-        features = self.embed_all(body, x)  # [tasks, N, features]
+        with _input_shape_errors(self.model, x, 2):
+            shared = {**self.frozen, **self.buffers, **body}
+            features = embed_all(self.model, shared, x, self.path)  # [tasks, N, F]
         sub = TaskExecutor(
-            self.model.get_submodule(self.model.head_name),
-            _under(self.frozen, prefix),
-            _under(self.buffers, prefix),
+            self.model.get_submodule(name),
+            under(self.frozen, prefix),
+            under(self.buffers, prefix),
             self.path,
         )
-        inner = replace(inner, adapted=None, inner_lr=_renamed(inner.inner_lr, prefix))
-        per_task = expand_tasks(body, x.shape[0])
+        inner = replace(inner, adapted=None, inner_lr=renamed(inner.inner_lr, prefix))
+        held = expand_tasks(body, x.shape[0])
 
         def whole(phi: Params) -> Params:
-            return {**per_task, **{prefix + k: v for k, v in phi.items()}}
+            return {**held, **{prefix + k: v for k, v in phi.items()}}
 
+        head = under(params, prefix)
         if stream:
             return (whole(phi) for phi in sub.trajectory_all(loss, head, features, y, inner, pick))
         phi, state = sub.adapt_all(loss, head, features, y, inner, pick)
         return whole(phi), state
-
-    def embed_all(self, body: Params, x: Tensor) -> Tensor:
-        """The features ``[tasks, N, F]`` a :class:`HeadedModule` gives every task's inputs
-        ``x [tasks, N, ...]`` with the shared parameters ``body``."""
-        embed = _Embed(self.model)
-        tensors = {f"model.{k}": v for k, v in {**self.frozen, **self.buffers, **body}.items()}
-
-        def one(xt: Tensor) -> Tensor:
-            return functional_call(embed, tensors, (xt,))
-
-        with _input_shape_errors(self.model, x, 2):
-            if self.path == "loop":
-                return torch.stack([one(xt) for xt in x])
-            if self.path == "vectorized":  # shared weights take any leading dimensions
-                return one(x)
-            return vmap(one, randomness="different")(x)
 
     def task_objective(self, loss: Loss) -> Objective:
         """``objective(params, (x, y))``: one task's loss with ordinary parameters."""
@@ -279,31 +246,6 @@ class TaskExecutor:
             return _scalar(loss(self.forward(params, data[0]), data[1]))
 
         return objective
-
-
-class _Embed(nn.Module):
-    """Runs ``model.embed``, so that :func:`functional_call` can call it with given tensors."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model.embed(x)
-
-
-def _under(tensors: Params, prefix: str) -> Params:
-    """The entries of ``tensors`` under ``prefix``, named relative to it."""
-    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
-
-
-def _renamed(lr, prefix: str):
-    """Learning rates with per-parameter names made relative to ``prefix``."""
-    if isinstance(lr, Mapping):
-        return _under(dict(lr), prefix)
-    if isinstance(lr, (list, tuple)):
-        return [_renamed(r, prefix) for r in lr]
-    return lr
 
 
 def _per_task(inner: InnerLoop, tasks: int) -> InnerLoop:

@@ -54,12 +54,12 @@ from metagrad.config.toml_writer import config_to_dict, config_to_toml
 
 __all__ = [
     "ALGORITHM_CONFIGS",
-    "ANILConfig",
-    "BOILConfig",
     "MODEL_CONFIGS",
     "SECTIONS",
     "TASK_CONFIGS",
+    "ANILConfig",
     "AlgorithmConfig",
+    "BOILConfig",
     "ConfigError",
     "Conv4Config",
     "EvalConfig",

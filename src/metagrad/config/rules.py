@@ -97,6 +97,12 @@ def inner_params_problems(obj: object) -> Iterator[Problem]:
             "switches to second order after N iterations, but first_order = true never does; "
             "set first_order = false, or remove it",
         )
+    if obj.per_step_bn_stats and obj.recompute_inner:
+        yield (
+            "per_step_bn_stats",
+            "updates running statistics in every forward pass, and recompute_inner reruns the "
+            "steps in the backward pass; turn one of them off",
+        )
     if obj.per_step_bn_stats and obj.path == "vectorized":
         yield (
             "per_step_bn_stats",

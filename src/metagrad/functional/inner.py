@@ -24,7 +24,7 @@ Two options shape what a step sees, for the MAML family (ANIL, BOIL, MAML++):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -296,10 +296,13 @@ def _recomputed(
 
     def step_function(step: int):
         step_data = data if batches is None else batches(step)
-        step_objective = holding(objective, inner.fixed_at(held, step))
 
-        def one_step(p, st, lr, record=True):  # record=False: values only (a forward rerun)
+        # The held parameters and per-step tensors travel with the rate as the step's extra
+        # inputs: a recomputed segment passes gradients only to its inputs.
+        def one_step(p, st, lr_fixed, record=True):  # record=False: values only (a rerun)
+            lr, fixed = lr_fixed
             create_graph = record and not inner.first_order
+            step_objective = holding(objective, fixed)
             return inner_step(step_objective, p, st, step_data, lr, inner.optimizer, create_graph)
 
         return one_step
@@ -308,7 +311,8 @@ def _recomputed(
         adapted = prepare(adapted)
         state = inner.optimizer.init(adapted) if inner.state is None else inner.state
         steps = [step_function(s) for s in range(len(lrs))]
-        adapted, state = adapt_segmented(steps, lrs, adapted, state)
+        extras = [(lr, inner.fixed_at(held, s)) for s, lr in enumerate(lrs)]
+        adapted, state = adapt_segmented(steps, extras, adapted, state)
         return _merged(params, inner.fixed_at(held, len(lrs) - 1), adapted), state
 
 
@@ -341,6 +345,7 @@ def adapt(
     batches: Batches | None = None,
     recompute: bool = False,
     state: dict | None = None,
+    adapted: Collection[str] | None = None,
 ) -> Params:
     """Adapt ``params`` to one task (or a task-batched set) by ``inner_steps`` gradient steps.
 
@@ -361,11 +366,19 @@ def adapt(
             the parameters instead of ``inner_steps`` steps' activations, for about two more
             forward steps per step.
         state: the optimiser state to start from (default: a fresh ``optimizer.init``).
+        adapted: the names of the parameters to change (None: all); the others are used as
+            they are and returned unchanged (ANIL adapts the head alone, BOIL the body).
 
     Returns:
         New parameters, a function of ``params`` through the autograd graph.
     """
     inner = InnerLoop(
-        inner_lr, inner_steps, first_order, optimizer or SGD(), recompute=recompute, state=state
+        inner_lr,
+        inner_steps,
+        first_order,
+        optimizer or SGD(),
+        recompute=recompute,
+        state=state,
+        adapted=None if adapted is None else frozenset(adapted),
     )
     return run_inner(objective, params, data, inner, batches)[0]
