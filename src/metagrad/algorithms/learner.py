@@ -289,6 +289,9 @@ class MAML(MetaLearner):
             **(per_step_weights(model, inner_steps) if per_step_bn_weights else {}),
             **(per_step_stats(model, inner_steps) if per_step_bn_stats else {}),
         }
+        # One view of each step's row, made once: the inner loops of validation and test are
+        # then equal (the same tensors), and each row's updates reach the tensor itself.
+        self._rows = at_steps(self.per_step, inner_steps)
         self._hold_per_step_names()
         self.inner_lr = learned_rates(self.adapted_params, inner_lr, learn_inner_lr, inner_steps)
 
@@ -326,7 +329,7 @@ class MAML(MetaLearner):
             first_order,
             recompute=self.recompute_inner,
             adapted=base.adapted,
-            per_step=at_steps(self.per_step, self.inner_steps),
+            per_step=self._rows,
         )
 
     def step_weights(self) -> list[float] | None:
