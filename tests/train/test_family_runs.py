@@ -158,3 +158,41 @@ def test_a_config_that_makes_no_sense_is_one_line(tmp_path, cli, extra, words):
         assert outcome.code == 0, outcome.err
         return
     outcome.expect(2, *words)
+
+
+def test_adapt_uses_the_learned_rates_a_state_dict_carries():
+    # What `metagrad adapt` and shipped initialisations rest on: a fresh learner loaded with
+    # another's state_dict adapts exactly as that one does, with its learned rates.
+    from metagrad import MAML
+    from metagrad.models import MLP
+
+    def learner():
+        torch.manual_seed(0)
+        return MAML(
+            MLP(1, 1, (8,)),
+            torch.nn.functional.mse_loss,
+            inner_lr=0.1,
+            learn_inner_lr="per_element",
+        )
+
+    trained, fresh = learner(), learner()
+    with torch.no_grad():
+        for rate in trained.inner_lr.values():
+            rate.copy_(torch.rand_like(rate))
+        trained.inner_lr["net.2.weight"].zero_()  # this weight must not move
+    x, y = torch.randn(10, 1), torch.randn(10, 1)
+    fresh.load_state_dict(trained.state_dict())
+    a, b = trained.adapt(x, y), fresh.adapt(x, y)
+    assert _equal(a, b)
+    assert torch.equal(a["net.2.weight"], trained.params["net.2.weight"])
+    assert not torch.equal(a["net.2.bias"], trained.params["net.2.bias"])
+
+
+def test_head_needs_a_model_that_names_it():
+    from metagrad import MAML
+    from metagrad.errors import UsageError
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    with pytest.raises(UsageError, match=r"has no head_name and embed\(\).*e\.g\. '2\.\*'"):
+        MAML(model, inner_lr=0.1, inner_params="head")
+    assert MAML(model, inner_lr=0.1, inner_params="2.*").adapted == {"2.weight", "2.bias"}
