@@ -23,6 +23,7 @@ from torch import nn
 from metagrad.algorithms import MAML, MetaLearner, Reptile
 from metagrad.algorithms.baselines import Pretrained
 from metagrad.config import (
+    IMAGE_FAMILIES,
     Conv4Config,
     EvalSettings,
     ExperimentConfig,
@@ -38,15 +39,9 @@ from metagrad.evaluate.mean import MeanPredictor
 from metagrad.models import MODELS
 from metagrad.registry import Registry
 from metagrad.tasks.sinusoid import SinusoidTasks, TaskStream, fixed_tasks
+from metagrad.train.image_tasks import image_tasks
+from metagrad.train.rng import eval_seed
 from metagrad.types import Loss, TaskBatch
-
-VAL_SEED_OFFSET = 1_000_003  # validation tasks come from a stream distinct from the test one
-
-
-def eval_seed(cfg: ExperimentConfig, split: str) -> int:
-    """The seed of the fixed tasks of ``split`` ("val" or "test"), for every kind of run:
-    ``eval.seed`` for the test, offset by :data:`VAL_SEED_OFFSET` for validation."""
-    return cfg.eval.seed + (VAL_SEED_OFFSET if split == "val" else 0)
 
 
 class TrainStream(Protocol):
@@ -212,6 +207,11 @@ def _omniglot(cfg: ExperimentConfig, ev: EvalSettings) -> Tasks:
         return samplers[split].episodes(range(start, start + count))
 
     return stream, fixed, (1, task.image_size, task.image_size)
+
+
+# The natural-image families (cub, mini-imagenet, tiered-imagenet, cifar-fs, fc100): one builder.
+for _family in IMAGE_FAMILIES:
+    TASK_BUILDERS.add(_family.family, image_tasks)
 
 
 @MODEL_BUILDERS.register("mlp")
