@@ -10,6 +10,8 @@ only torch and
   parameters on some data, what the inner loop differentiates.
 - :data:`ExecutionPath` and :class:`TaskBatchedModule`: how the tasks of a meta-batch run, and
   what a model declares to run them all at once.
+- :class:`HeadedModule`: what a model declares so that ``inner_params = "head"`` / ``"body"``
+  (ANIL, BOIL) know its head, and ANIL can adapt the head on features computed once.
 """
 
 from __future__ import annotations
@@ -46,6 +48,23 @@ class TaskBatchedModule(Protocol):
     def preferred_path(self, examples: int | None = None) -> ExecutionPath:
         """The path ``"auto"`` runs for tasks of ``examples`` support + query examples each
         (``None``: unknown), the fastest one measured for this model."""
+        ...
+
+
+@runtime_checkable
+class HeadedModule(Protocol):
+    """A model whose output is a head applied to features: ``forward(x) == head(embed(x))``.
+
+    ``head_name`` is the qualified name of the head submodule (its parameters are
+    ``f"{head_name}.weight"``, ...); everything else is the body. metagrad's built-in models
+    are such modules: ``inner_params = "head"`` then adapts the head alone on the body's
+    features, computed once per task (ANIL).
+    """
+
+    head_name: str
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The body's features ``[..., F]`` of inputs ``x [..., *input_shape]``."""
         ...
 
 

@@ -118,5 +118,6 @@ def test_list_shows_the_rl_configs_and_variants(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "configs/rl/maml_trpo_ant_dir.toml" in out and "maml_trpo, mean" in out
+    assert "configs/rl/maml_trpo_ant_dir.toml" in out
+    assert "meta-RL:" in out and "maml_trpo, pretrained_rl" in out  # algorithms by group
     assert "gaussian_mlp" in out and "navigation-2d" in out

@@ -327,7 +327,7 @@ def test_missing_required_key_is_named(tmp_path, drop, expected):
 def test_missing_tag_lists_the_variants(tmp_path):
     msg = error_of(tmp_path, SINE.replace('name = "maml"\n', ""))
     assert "missing required key 'algorithm.name'" in msg
-    assert "fomaml, maml, maml_trpo, mean, pretrained, pretrained_rl, reptile" in msg
+    assert "anil, boil, fomaml, maml, maml_trpo, mamlpp, mean, metasgd, pretrained" in msg
 
 
 # ---------------------------------------------------------------------------- semantics
@@ -472,6 +472,7 @@ def test_variant_switch_applies_before_other_overrides(tmp_path):
     cfg = load_text(tmp_path, SINE, ["algorithm.name=reptile", "algorithm.inner_optimizer=adam"])
     assert cfg.algorithm == ReptileConfig(inner_lr=0.01, inner_optimizer="adam")
     supervised = {"maml", "fomaml", "reptile", "pretrained", "mean"}
+    supervised |= {"anil", "boil", "metasgd", "mamlpp"}  # the MAML family
     assert set(ALGORITHM_CONFIGS) == supervised | {"maml_trpo", "pretrained_rl"}
 
 

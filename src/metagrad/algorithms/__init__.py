@@ -1,9 +1,14 @@
 """Meta-learning algorithms: pure objectives and their stateful shells."""
 
-from metagrad.algorithms.learner import MAML, MetaLearner, Reptile
-from metagrad.algorithms.maml import MetaOutput, maml_objective, meta_gradient
+from metagrad.algorithms.learner import MAML, MetaLearner
+from metagrad.algorithms.maml import (
+    MetaOutput,
+    maml_objective,
+    meta_gradient,
+    multi_step_objective,
+)
 from metagrad.algorithms.paths import TaskExecutor, resolve_path
-from metagrad.algorithms.reptile import reptile_direction
+from metagrad.algorithms.reptile import Reptile, reptile_direction
 from metagrad.functional.inner import InnerLoop
 from metagrad.types import PATHS
 
@@ -17,6 +22,7 @@ __all__ = [
     "TaskExecutor",
     "maml_objective",
     "meta_gradient",
+    "multi_step_objective",
     "reptile_direction",
     "resolve_path",
 ]

@@ -1,59 +1,52 @@
 """The thin stateful shell: meta-learners bound to a model, driven by any ``torch.optim``.
 
-``backward(batch)`` writes the meta-gradient (MAML, FOMAML) or the Reptile direction into the
-model's ``.grad`` (accumulating, like ``loss.backward()``), so a training step is::
+``backward(batch)`` writes the meta-gradient (MAML and its family, FOMAML) or the Reptile
+direction into ``.grad`` of the meta-parameters (accumulating, like ``loss.backward()``), so a
+training step is::
 
+    opt = torch.optim.Adam(learner.parameters(), lr=1e-3)
     opt.zero_grad(); learner.backward(batch); opt.step()
 
+``learner.parameters()`` is the model's parameters, then what the learner learns itself
+(learnable inner learning rates, MAML++'s per-step BatchNorm weights); ``state_dict()`` keeps the
+latter and the schedules' position, so checkpoints hold them with the model's weights.
 ``adapt`` and ``predict`` serve meta-testing and deployment. Nothing here changes the module
 except ``.grad``; the adapted parameters are returned as a dict.
 """
 
 from __future__ import annotations
 
+import itertools
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metagrad.algorithms.maml import MetaOutput, maml_objective, meta_gradient
+from metagrad.algorithms.maml import (
+    MetaOutput,
+    maml_objective,
+    meta_gradient,
+    multi_step_objective,
+)
+from metagrad.algorithms.mamlpp import first_order_at, msl_weights
 from metagrad.algorithms.paths import (
     TaskExecutor,
     autocast_dtype,
     check_batch,
-    probe,
     resolve_path,
     uses_batch_statistics,
 )
-from metagrad.algorithms.reptile import reptile_direction
+from metagrad.algorithms.per_step import at_steps, copy_into, per_step_stats, per_step_weights
+from metagrad.algorithms.rates import learnable_rates, learned_rates
+from metagrad.algorithms.selection import InnerParams, adapted_names
 from metagrad.checks import count_problem, finite_or_raise, lr_problem, require
 from metagrad.errors import UsageError
 from metagrad.functional.inner import InnerLoop, check_rate_names, run_inner
-from metagrad.functional.optim import LearningRate, make_inner_optimizer
+from metagrad.functional.optim import LearningRate
 from metagrad.functional.params import detached, split_state
 from metagrad.types import Loss, Params, TaskBatch
-
-
-def learnable_rates(inner_lr) -> Params:
-    """The tensors of ``inner_lr`` that require grad (learnable learning rates: meta-parameters
-    like the weights), by a name of their place in ``inner_lr``; each tensor once."""
-    found: Params = {}
-
-    def visit(value, name: str) -> None:
-        if isinstance(value, Tensor):
-            if value.requires_grad and all(value is not t for t in found.values()):
-                found[name] = value
-        elif isinstance(value, Mapping):
-            for k, v in value.items():
-                visit(v, f"{name}[{k!r}]")
-        elif isinstance(value, Sequence) and not isinstance(value, str):
-            for i, v in enumerate(value):
-                visit(v, f"{name}[{i}]")
-
-    visit(inner_lr, "inner_lr")
-    return found
 
 
 def accumulate_grad(params: Params, grads: Params) -> None:
@@ -77,6 +70,10 @@ class MetaLearner:
             (see :mod:`metagrad.algorithms.paths`).
         chunk_size: tasks per backward pass on the vectorised path (bounds memory); the loop
             path always backpropagates task by task.
+        inner_params: which parameters the inner loop adapts, the others being held as they
+            are (and still meta-trained): ``"all"`` (default), ``"head"`` (ANIL), ``"body"``
+            (BOIL), glob patterns of parameter names, or a predicate ``name -> bool``
+            (:mod:`metagrad.algorithms.selection`).
 
     Raises:
         UsageError: a bad argument, by the rules of :mod:`metagrad.checks` (the config's).
@@ -91,6 +88,7 @@ class MetaLearner:
         inner_steps: int = 1,
         path: str = "auto",
         chunk_size: int | None = None,
+        inner_params: InnerParams = None,
     ) -> None:
         # The rules of metagrad.checks, as the config's: the same words on both sides.
         require("inner_lr", lr_problem(inner_lr))
@@ -104,6 +102,7 @@ class MetaLearner:
         self.model, self.loss = model, loss
         self.inner_lr, self.inner_steps = inner_lr, inner_steps
         self.path, self.chunk_size = path, chunk_size
+        self.adapted = adapted_names(model, inner_params, list(self.params))
         resolve_path(model, path)  # refuse a bad path now, not at the first batch
         MetaLearner.inner_loop(self, None, None)  # refuse bad per-parameter rates now, too
         self._warned = False
@@ -122,10 +121,27 @@ class MetaLearner:
         """The adaptable parameters (the model's own tensors)."""
         return split_state(self.model).params
 
+    @property
+    def adapted_params(self) -> Params:
+        """The parameters the inner loop changes (:attr:`params` unless ``inner_params``)."""
+        params = self.params
+        return params if self.adapted is None else {k: params[k] for k in self.adapted}
+
+    def learned(self) -> Params:
+        """What the learner meta-learns besides the model's weights, by name: learnable
+        (tensor) inner learning rates, and whatever a subclass adds."""
+        return learnable_rates(self.inner_lr)
+
+    def parameters(self) -> Iterator[Tensor]:
+        """Everything the outer optimiser trains: ``model.parameters()``, then
+        :meth:`learned` (``torch.optim.Adam(learner.parameters())``)."""
+        return itertools.chain(self.model.parameters(), self.learned().values())
+
     def inner_loop(self, inner_steps: int | None, inner_lr) -> InnerLoop:
         lr = self.inner_lr if inner_lr is None else inner_lr
-        check_rate_names(lr if isinstance(lr, Sequence) else [lr], self.params)
-        return InnerLoop(lr, self.inner_steps if inner_steps is None else inner_steps)
+        check_rate_names(lr if isinstance(lr, Sequence) else [lr], self.adapted_params)
+        steps = self.inner_steps if inner_steps is None else inner_steps
+        return InnerLoop(lr, steps, adapted=self.adapted)
 
     def adapt(
         self,
@@ -141,7 +157,7 @@ class MetaLearner:
         """
         with torch.no_grad():  # no graph to the meta-parameters at test time
             params = detached(self.params)
-        inner = self.inner_loop(inner_steps, inner_lr)
+        inner = self.inner_loop(inner_steps, inner_lr).for_testing()
         executor = TaskExecutor.create(self.model, "loop").with_copied_buffers()
         phi, _ = run_inner(
             executor.task_objective(self.loss), params, (support_x, support_y), inner
@@ -171,21 +187,43 @@ class MetaLearner:
         raise NotImplementedError
 
     def state_dict(self) -> dict:
-        """What the learner itself learns besides the model's weights (saved in checkpoints)."""
-        return {}
+        """What the learner itself learns besides the model's weights (saved in checkpoints):
+        its learnable learning rates, if any, by their place in ``inner_lr``."""
+        rates = learnable_rates(self.inner_lr)
+        return {"inner_lr": rates} if rates else {}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`'s output."""
+        """Restore :meth:`state_dict`'s output (the tensors in place: an optimiser over
+        :meth:`parameters` keeps training them)."""
+        state = dict(state)
+        rates = learnable_rates(self.inner_lr)
+        if rates or "inner_lr" in state:
+            copy_into(rates, state.pop("inner_lr", {}), "learnable learning rates")
         if state:
             raise ValueError(
-                f"{type(self).__name__} keeps no state, but the checkpoint has {sorted(state)}: "
-                "it was saved by another algorithm or configuration; test it with its own run's "
-                "config.toml"
+                f"{type(self).__name__} keeps no state {sorted(state)}, but the checkpoint has "
+                "it: it was saved by another algorithm or configuration; test it with its own "
+                "run's config.toml"
             )
 
 
 class MAML(MetaLearner):
-    """Model-Agnostic Meta-Learning; ``first_order=True`` gives FOMAML.
+    """Model-Agnostic Meta-Learning and its family; ``first_order=True`` gives FOMAML.
+
+    The family are options of the one inner loop, each usable alone:
+
+    - ``inner_params="head"``: ANIL (Raghu et al., 2020), the body's features computed once per
+      task; ``"body"``: BOIL (Oh et al., 2021); see :class:`MetaLearner`.
+    - ``learn_inner_lr="per_element"``: Meta-SGD (Li et al., 2017), a learnable rate per weight
+      element starting at ``inner_lr``; ``"per_layer_per_step"``: MAML++'s LSLR
+      (:mod:`metagrad.algorithms.rates`).
+    - MAML++ (Antoniou et al., 2019): ``multi_step_loss_iterations`` (MSL),
+      ``first_order_iterations`` (DA; :mod:`metagrad.algorithms.mamlpp`),
+      ``per_step_bn_weights`` (BNWB) and ``per_step_bn_stats`` (BNRS;
+      :mod:`metagrad.algorithms.per_step`). Its CA is the outer optimiser's schedule.
+
+    The schedules count meta-iterations: each :meth:`backward` is one (``iteration``, kept in
+    :meth:`state_dict`).
 
     ``recompute_inner=True`` recomputes the inner steps during the backward pass instead of
     keeping their activations: memory grows with ``sqrt(inner_steps)`` copies of the parameters
@@ -195,7 +233,7 @@ class MAML(MetaLearner):
     Example::
 
         maml = MAML(model, inner_lr=0.4, inner_steps=1)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        opt = torch.optim.Adam(maml.parameters(), lr=1e-3)
         opt.zero_grad(); maml.backward(batch); opt.step()
     """
 
@@ -210,7 +248,18 @@ class MAML(MetaLearner):
         path: str = "auto",
         chunk_size: int | None = None,
         recompute_inner: bool = False,
+        inner_params: InnerParams = None,
+        learn_inner_lr: str = "none",
+        multi_step_loss_iterations: int = 0,
+        first_order_iterations: int = 0,
+        per_step_bn_weights: bool = False,
+        per_step_bn_stats: bool = False,
     ) -> None:
+        if per_step_bn_stats and path in ("vectorized", "vmap"):
+            raise UsageError(
+                f"per_step_bn_stats updates BatchNorm running statistics in place, task by task, "
+                f"which path={path!r} cannot do; use path='loop' (or 'auto')"
+            )
         super().__init__(
             model,
             loss,
@@ -218,14 +267,74 @@ class MAML(MetaLearner):
             inner_steps=inner_steps,
             path=path,
             chunk_size=chunk_size,
+            inner_params=inner_params,
         )
+        require("multi_step_loss_iterations", count_problem(multi_step_loss_iterations, 0))
+        require("first_order_iterations", count_problem(first_order_iterations, 0))
+        if multi_step_loss_iterations and recompute_inner:
+            raise UsageError(
+                "multi_step_loss_iterations needs the parameters after every inner step, and "
+                "recompute_inner keeps none of them: turn one of them off"
+            )
+        if per_step_bn_stats and recompute_inner:
+            raise UsageError(
+                "per_step_bn_stats updates running statistics in every forward pass, and "
+                "recompute_inner reruns the steps in the backward pass: turn one of them off"
+            )
         self.first_order, self.recompute_inner = first_order, recompute_inner
+        self.multi_step_loss_iterations = multi_step_loss_iterations
+        self.first_order_iterations = first_order_iterations
+        self.iteration = 0  # meta-iterations taken (backward calls): where the schedules are
+        self.per_step: Params = {
+            **(per_step_weights(model, inner_steps) if per_step_bn_weights else {}),
+            **(per_step_stats(model, inner_steps) if per_step_bn_stats else {}),
+        }
+        # One view of each step's row, made once: the inner loops of validation and test are
+        # then equal (the same tensors), and each row's updates reach the tensor itself.
+        self._rows = at_steps(self.per_step, inner_steps)
+        self._hold_per_step_names()
+        self.inner_lr = learned_rates(self.adapted_params, inner_lr, learn_inner_lr, inner_steps)
+
+    def _hold_per_step_names(self) -> None:
+        """Parameters that take per-step values are never adapted in the inner loop."""
+        names = set(self.per_step) & set(self.params)
+        if not names:
+            return
+        if self.adapted is not None and names & self.adapted:
+            raise UsageError(
+                f"inner_params selects {sorted(names & self.adapted)[:3]}..., which "
+                "per_step_bn_weights gives one value per inner step instead: leave the "
+                "BatchNorm weights out of inner_params"
+            )
+        if self.adapted is None:
+            self.adapted = frozenset(set(self.params) - names)
+
+    @property
+    def schedules(self) -> bool:
+        """Whether a step depends on the meta-iteration (MSL or DA)."""
+        return bool(self.multi_step_loss_iterations or self.first_order_iterations)
+
+    def learned(self) -> Params:
+        per_step = {f"per_step[{k!r}]": t for k, t in self.per_step.items() if t.requires_grad}
+        return {**super().learned(), **per_step}
 
     def inner_loop(self, inner_steps: int | None = None, inner_lr=None) -> InnerLoop:
         base = super().inner_loop(inner_steps, inner_lr)
-        return InnerLoop(
-            base.inner_lr, base.inner_steps, self.first_order, recompute=self.recompute_inner
+        first_order = self.first_order or first_order_at(
+            self.iteration, self.first_order_iterations
         )
+        return InnerLoop(
+            base.inner_lr,
+            base.inner_steps,
+            first_order,
+            recompute=self.recompute_inner,
+            adapted=base.adapted,
+            per_step=self._rows,
+        )
+
+    def step_weights(self) -> list[float] | None:
+        """MSL's importance of each step's query loss at this iteration (None: the last's)."""
+        return msl_weights(self.inner_steps, self.iteration, self.multi_step_loss_iterations)
 
     def _prepared(self, batch: TaskBatch) -> tuple[Params, TaskBatch, TaskExecutor]:
         params = self.params
@@ -237,122 +346,57 @@ class MAML(MetaLearner):
             )
         return params, batch, self.executor_for(batch)
 
+    def _objective(self, executor: TaskExecutor, params: Params, inner: InnerLoop):
+        weights = self.step_weights()
+
+        def objective(b: TaskBatch) -> MetaOutput:
+            if weights is None:
+                return maml_objective(executor, self.loss, params, b, inner)
+            return multi_step_objective(executor, self.loss, params, b, inner, weights)
+
+        return objective
+
     def meta_loss(self, batch: TaskBatch) -> MetaOutput:
-        """The meta-objective with its graph (``out.loss.backward()`` works); no chunking.
+        """The meta-objective with its graph (``out.loss.backward()`` works); no chunking, and
+        the schedules stay where they are.
 
         Raises:
             FloatingPointError: the meta-loss is NaN or infinite, as :meth:`backward` does.
         """
         params, batch, executor = self._prepared(batch)
-        out = maml_objective(executor, self.loss, params, batch, self.inner_loop())
+        out = self._objective(executor, params, self.inner_loop())(batch)
         finite_or_raise(out.loss, "meta-loss")
         return out
 
     def backward(self, batch: TaskBatch) -> MetaOutput:
         """Accumulate the meta-gradient of ``batch`` into ``.grad``; returns the query losses.
 
-        Learnable (tensor) inner learning rates are meta-parameters too: their ``.grad``
-        accumulates as well, as ``meta_loss(batch).loss.backward()`` would.
+        Learnable inner learning rates and per-step BatchNorm weights are meta-parameters too
+        (:meth:`learned`): their ``.grad`` accumulates as well, as
+        ``meta_loss(batch).loss.backward()`` would. Counts one meta-iteration.
         """
         params, batch, executor = self._prepared(batch)
-        inner = self.inner_loop()
-        targets = {**params, **learnable_rates(inner.inner_lr)}
-
-        def objective(b: TaskBatch) -> MetaOutput:
-            return maml_objective(executor, self.loss, params, b, inner)
-
+        targets = {**params, **self.learned()}
+        objective = self._objective(executor, params, self.inner_loop())
         grads, out = meta_gradient(
             objective, targets, batch, executor.backprop_chunk(self.chunk_size)
         )
         accumulate_grad(targets, grads)
-        return out
-
-
-class Reptile(MetaLearner):
-    """Reptile: ``.grad = theta - mean(phi)``; step it with ``torch.optim.SGD(lr=epsilon)``.
-
-    Args:
-        inner_optimizer: ``"sgd"`` or ``"adam"`` (the paper's Omniglot runs: Adam, beta1=0).
-        inner_batch_size: support examples per inner step (None: the whole support set).
-        adam_betas: betas of the inner Adam.
-        inner_state: ``"reset"`` starts every task's inner optimiser afresh; ``"carry"`` keeps
-            its state (Adam's moments and step count) from one meta-batch to the next, as the
-            Reptile paper's code did, and starts meta-test tasks from it too. The state is part
-            of :meth:`state_dict`, so checkpoints keep it.
-        generator: random source of the mini-batch order (seed it for reproducibility).
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        loss: Loss = F.cross_entropy,
-        *,
-        inner_lr,
-        inner_steps: int = 5,
-        inner_optimizer: str = "sgd",
-        inner_batch_size: int | None = None,
-        adam_betas: tuple[float, float] = (0.0, 0.999),
-        inner_state: str = "reset",
-        path: str = "auto",
-        generator: torch.Generator | None = None,
-    ) -> None:
-        super().__init__(model, loss, inner_lr=inner_lr, inner_steps=inner_steps, path=path)
-        require("inner_batch_size", count_problem(inner_batch_size, 1, optional=True))
-        if inner_state not in ("reset", "carry"):
-            raise ValueError(f"inner_state must be 'reset' or 'carry', got {inner_state!r}")
-        self.optimizer = make_inner_optimizer(inner_optimizer, adam_betas)
-        self.inner_batch_size, self.generator = inner_batch_size, generator
-        self.inner_state = inner_state
-        self.carried: dict | None = None  # the inner optimiser's state when carried
-        self._used: dict[tuple, set[str]] = {}  # parameters the loss uses, per batch shape
-
-    def used_params(self, executor: TaskExecutor, params: Params, batch: TaskBatch) -> set[str]:
-        """The parameters the loss uses (:func:`~metagrad.algorithms.paths.probe` on the first
-        task), probed once per batch shape. Reptile's direction cannot tell an unused
-        parameter (no gradient) from a used one that did not move."""
-        key = (tuple(batch.support_x.shape[1:]), tuple(batch.support_y.shape[1:]))
-        key += (batch.support_x.dtype, batch.support_y.dtype)
-        if key not in self._used:
-            x, y = batch.support_x[0], batch.support_y[0]
-            self._used[key] = probe(executor, self.loss, params, x, y)
-        return self._used[key]
-
-    def inner_loop(self, inner_steps: int | None = None, inner_lr=None) -> InnerLoop:
-        base = super().inner_loop(inner_steps, inner_lr)
-        return InnerLoop(base.inner_lr, base.inner_steps, True, self.optimizer, state=self.carried)
-
-    def backward(self, batch: TaskBatch) -> MetaOutput:
-        """Write (accumulate) the Reptile direction of ``batch`` into ``.grad``."""
-        params = self.params
-        batch = autocast_dtype(check_batch(batch), params)
-        executor = self.executor_for(batch)
-        used = self.used_params(executor, params, batch)
-        direction, out, state = reptile_direction(
-            executor,
-            self.loss,
-            params,
-            batch,
-            self.inner_loop(),
-            self.inner_batch_size,
-            self.generator,
-        )
-        finite_or_raise(torch.stack([d.abs().max() for d in direction.values()]), "Reptile step")
-        # A parameter the loss never uses stays where it is and gets no gradient (as on MAML's
-        # path), so an optimiser's weight decay does not move it.
-        accumulate_grad(params, {k: v for k, v in direction.items() if k in used})
-        if self.inner_state == "carry":
-            self.carried = {g: detached(sub) for g, sub in state.items()}
+        self.iteration += 1
         return out
 
     def state_dict(self) -> dict:
-        return {} if self.carried is None else {"inner_state": self.carried}
+        state = super().state_dict()
+        if self.per_step:
+            state["per_step"] = dict(self.per_step)
+        if self.schedules:
+            state["iteration"] = self.iteration
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        unknown = set(state) - {"inner_state"}
-        if unknown or (state and self.inner_state != "carry"):
-            raise ValueError(
-                f"this Reptile (inner_state={self.inner_state!r}) cannot load a learner state "
-                f"with {sorted(state)}: it was saved with algorithm.inner_state = 'carry'; test "
-                "it with its own run's config.toml"
-            )
-        self.carried = state.get("inner_state")
+        state = dict(state)
+        if self.per_step or "per_step" in state:
+            copy_into(self.per_step, state.pop("per_step", {}), "per-step BatchNorm tensors")
+        if self.schedules and "iteration" in state:
+            self.iteration = int(state.pop("iteration"))
+        super().load_state_dict(state)

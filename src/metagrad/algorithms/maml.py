@@ -9,7 +9,7 @@ itself, ``phi = theta - alpha * grad L(theta)``, is :func:`metagrad.functional.i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -50,6 +50,29 @@ def maml_objective(
     out = executor.predict_all(phi, batch.query_x)  # [tasks, n_query, ...]
     losses = executor.task_losses(loss, out, batch.query_y)  # [tasks]
     return MetaOutput(losses.mean(), losses.detach(), out.detach())
+
+
+def multi_step_objective(
+    executor: TaskExecutor,
+    loss: Loss,
+    params: Params,
+    batch: TaskBatch,
+    inner: InnerLoop,
+    weights: Sequence[float],
+) -> MetaOutput:
+    """MAML++'s multi-step loss (MSL): ``sum_s weights[s] * (query loss after step s + 1)``,
+    the mean over tasks; differentiable w.r.t. ``params``.
+
+    With weights ``[0, ..., 0, 1]`` it is :func:`maml_objective`. ``task_losses`` are the
+    weighted sums per task; ``query_out`` the predictions after the last step.
+    """
+    x, y = batch.support_x, batch.support_y
+    total, out = None, None
+    for phi, w in zip(executor.trajectory_all(loss, params, x, y, inner), weights, strict=True):
+        out = executor.predict_all(phi, batch.query_x)  # [tasks, n_query, ...]
+        step = w * executor.task_losses(loss, out, batch.query_y)  # [tasks]
+        total = step if total is None else total + step
+    return MetaOutput(total.mean(), total.detach(), out.detach())
 
 
 def meta_gradient(

@@ -18,6 +18,11 @@ for every path alike: :meth:`~TaskExecutor.adapt_all`, :meth:`~TaskExecutor.traj
 :meth:`~TaskExecutor.predict_all` and :meth:`~TaskExecutor.task_losses`. Per-task parameters always
 carry a leading task dimension ``[tasks, ...]``; MAML, Reptile, the baselines and the
 evaluation never branch on the path.
+
+When the inner loop adapts exactly the head of a :class:`~metagrad.types.HeadedModule` (ANIL),
+:meth:`~TaskExecutor.adapt_all` computes the body's features of each support set once and runs
+every step on the head alone (:mod:`metagrad.algorithms.head`); any other selection runs the
+whole model at every step.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from metagrad.algorithms.head import embed_all, head_only, renamed, under
 from metagrad.checks import UNUSED, check_loss_value, loss_shape_problem
 from metagrad.errors import UsageError
 from metagrad.functional.inner import InnerLoop, prepare, run_inner, trajectory
@@ -109,9 +115,10 @@ class TaskExecutor:
         return 1 if self.path == "loop" else chunk_size
 
     def forward(self, params: Params, x: Tensor) -> Tensor:
-        """One task: ``x [N, ...]`` with ordinary parameters."""
+        """One task: ``x [N, ...]`` with ordinary parameters (which may also override frozen
+        parameters and buffers: MAML++'s per-step BatchNorm)."""
         with _input_shape_errors(self.model, x, 1):
-            return functional_call(self.model, (params, self.frozen, self.buffers), (x,))
+            return functional_call(self.model, {**self.frozen, **self.buffers, **params}, (x,))
 
     def predict_all(self, params: Params, x: Tensor) -> Tensor:
         """Every task: ``x [tasks, N, ...]`` with per-task ``params [tasks, ...]``."""
@@ -120,7 +127,7 @@ class TaskExecutor:
         with _input_shape_errors(self.model, x, 2):
             if self.path == "vectorized":
                 shared = expand_tasks({**self.frozen, **self.buffers}, x.shape[0])
-                return functional_call(self.model, (params, shared), (x,))
+                return functional_call(self.model, {**shared, **params}, (x,))
             return vmap(self.forward, in_dims=(0, 0), randomness="different")(params, x)
 
     def task_losses(self, loss: Loss, out: Tensor, y: Tensor) -> Tensor:
@@ -154,10 +161,13 @@ class TaskExecutor:
             Per-task adapted parameters ``[tasks, ...]`` and the inner optimiser's final state
             per task (moments ``[tasks, ...]``).
         """
+        if offset is None and head_only(self.model, params, inner):
+            return self._adapt_head(loss, params, x, y, inner, pick)
         if self.path != "loop":
             per_task = expand_tasks(params, x.shape[0])
             objective = self._objective(loss, offset, batched=True)
-            return run_inner(objective, per_task, (x, y), inner, _steps(x, y, pick, slice(None)))
+            steps = _steps(x, y, pick, slice(None))
+            return run_inner(objective, per_task, (x, y), _per_task(inner, x.shape[0]), steps)
         objective = self._objective(loss, offset, batched=False)
         ends = [
             run_inner(objective, params, (x[t], y[t]), inner, _steps(x[t], y[t], pick, ...))
@@ -169,10 +179,13 @@ class TaskExecutor:
         self, loss: Loss, params: Params, x: Tensor, y: Tensor, inner: InnerLoop, pick: Pick = None
     ) -> Iterator[Params]:
         """:meth:`adapt_all`'s per-task parameters ``[tasks, ...]`` after each inner step."""
+        if head_only(self.model, params, inner):
+            return self._adapt_head(loss, params, x, y, inner, pick, stream=True)
         if self.path != "loop":
             objective = self._objective(loss, None, batched=True)
             steps = _steps(x, y, pick, slice(None))
             per_task = expand_tasks(params, x.shape[0])
+            inner = _per_task(inner, x.shape[0])
             return (p for p, _ in trajectory(objective, per_task, (x, y), inner, steps))
         objective = self._objective(loss, None, batched=False)
         streams = [
@@ -180,6 +193,42 @@ class TaskExecutor:
             for t in range(x.shape[0])
         ]
         return (_stack([p for p, _ in step]) for step in zip(*streams))
+
+    def _adapt_head(
+        self,
+        loss: Loss,
+        params: Params,
+        x: Tensor,
+        y: Tensor,
+        inner: InnerLoop,
+        pick: Pick,
+        stream: bool = False,
+    ):
+        """:meth:`adapt_all` (or, ``stream``, :meth:`trajectory_all`) of the head alone on the
+        body's features of every support set, computed once (:mod:`metagrad.algorithms.head`)."""
+        name = self.model.head_name
+        prefix = name + "."
+        body = {k: v for k, v in params.items() if not k.startswith(prefix)}
+        with _input_shape_errors(self.model, x, 2):
+            shared = {**self.frozen, **self.buffers, **body}
+            features = embed_all(self.model, shared, x, self.path)  # [tasks, N, F]
+        sub = TaskExecutor(
+            self.model.get_submodule(name),
+            under(self.frozen, prefix),
+            under(self.buffers, prefix),
+            self.path,
+        )
+        inner = replace(inner, adapted=None, inner_lr=renamed(inner.inner_lr, prefix))
+        held = expand_tasks(body, x.shape[0])
+
+        def whole(phi: Params) -> Params:
+            return {**held, **{prefix + k: v for k, v in phi.items()}}
+
+        head = under(params, prefix)
+        if stream:
+            return (whole(phi) for phi in sub.trajectory_all(loss, head, features, y, inner, pick))
+        phi, state = sub.adapt_all(loss, head, features, y, inner, pick)
+        return whole(phi), state
 
     def task_objective(self, loss: Loss) -> Objective:
         """``objective(params, (x, y))``: one task's loss with ordinary parameters."""
@@ -197,6 +246,13 @@ class TaskExecutor:
             return _scalar(loss(self.forward(params, data[0]), data[1]))
 
         return objective
+
+
+def _per_task(inner: InnerLoop, tasks: int) -> InnerLoop:
+    """``inner`` with its per-step tensors given a leading task dimension (batched paths)."""
+    if not inner.per_step:
+        return inner
+    return replace(inner, per_step=tuple(expand_tasks(d, tasks) for d in inner.per_step))
 
 
 def _steps(x: Tensor, y: Tensor, pick: Pick, tasks) -> Callable[[int], tuple] | None:

@@ -1,4 +1,4 @@
-"""Reptile as a pure function (Nichol, Achiam & Schulman, 2018).
+"""Reptile (Nichol, Achiam & Schulman, 2018): the pure function and its shell.
 
 For each task, run ``k`` steps of SGD or Adam from ``theta`` on the task's support data to get
 ``phi``; the batched Reptile update is ``theta <- theta + eps * (mean_t phi_t - theta)``. We
@@ -12,11 +12,16 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
+from metagrad.algorithms.learner import MetaLearner, accumulate_grad
 from metagrad.algorithms.maml import MetaOutput
-from metagrad.algorithms.paths import TaskExecutor
+from metagrad.algorithms.paths import TaskExecutor, autocast_dtype, check_batch, probe
+from metagrad.algorithms.selection import InnerParams
+from metagrad.checks import count_problem, finite_or_raise, require
 from metagrad.functional.inner import InnerLoop
+from metagrad.functional.optim import make_inner_optimizer
 from metagrad.functional.params import detached
 from metagrad.types import Loss, Params, TaskBatch
 
@@ -75,7 +80,7 @@ def reptile_direction(
     """
     theta = detached(params)
     pick = minibatch_schedule(batch.support_x.shape[1], inner_batch_size, generator)
-    start = inner.state if inner.state is not None else inner.optimizer.init(theta)
+    start = inner.state if inner.state is not None else inner.optimizer.init(inner.split(theta)[0])
     inner = replace(inner, first_order=True, state=start)
     # The inner loop runs on the displacement itself (phi = theta + delta, delta from 0), so
     # the small Reptile direction is accumulated directly instead of recovered as the
@@ -95,3 +100,113 @@ def reptile_direction(
         out = batch.support_x.new_empty(batch.num_tasks, 0)
     direction = {k: -v.mean(0) for k, v in delta.items()}
     return direction, MetaOutput(losses.mean(), losses, out), state
+
+
+class Reptile(MetaLearner):
+    """Reptile: ``.grad = theta - mean(phi)``; step it with ``torch.optim.SGD(lr=epsilon)``.
+
+    Args:
+        inner_optimizer: ``"sgd"`` or ``"adam"`` (the paper's Omniglot runs: Adam, beta1=0).
+        inner_batch_size: support examples per inner step (None: the whole support set).
+        adam_betas: betas of the inner Adam.
+        inner_state: ``"reset"`` starts every task's inner optimiser afresh; ``"carry"`` keeps
+            its state (Adam's moments and step count) from one meta-batch to the next, as the
+            Reptile paper's code did, and starts meta-test tasks from it too. The state is part
+            of :meth:`state_dict`, so checkpoints keep it.
+        generator: random source of the mini-batch order (seed it for reproducibility).
+        inner_params: which parameters adapt (see :class:`MetaLearner`); the others get no
+            Reptile direction.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: Loss = F.cross_entropy,
+        *,
+        inner_lr,
+        inner_steps: int = 5,
+        inner_optimizer: str = "sgd",
+        inner_batch_size: int | None = None,
+        adam_betas: tuple[float, float] = (0.0, 0.999),
+        inner_state: str = "reset",
+        path: str = "auto",
+        generator: torch.Generator | None = None,
+        inner_params: InnerParams = None,
+    ) -> None:
+        super().__init__(
+            model,
+            loss,
+            inner_lr=inner_lr,
+            inner_steps=inner_steps,
+            path=path,
+            inner_params=inner_params,
+        )
+        require("inner_batch_size", count_problem(inner_batch_size, 1, optional=True))
+        if inner_state not in ("reset", "carry"):
+            raise ValueError(f"inner_state must be 'reset' or 'carry', got {inner_state!r}")
+        self.optimizer = make_inner_optimizer(inner_optimizer, adam_betas)
+        self.inner_batch_size, self.generator = inner_batch_size, generator
+        self.inner_state = inner_state
+        self.carried: dict | None = None  # the inner optimiser's state when carried
+        self._used: dict[tuple, set[str]] = {}  # parameters the loss uses, per batch shape
+
+    def used_params(self, executor: TaskExecutor, params: Params, batch: TaskBatch) -> set[str]:
+        """The parameters the loss uses (:func:`~metagrad.algorithms.paths.probe` on the first
+        task), probed once per batch shape. Reptile's direction cannot tell an unused
+        parameter (no gradient) from a used one that did not move."""
+        key = (tuple(batch.support_x.shape[1:]), tuple(batch.support_y.shape[1:]))
+        key += (batch.support_x.dtype, batch.support_y.dtype)
+        if key not in self._used:
+            x, y = batch.support_x[0], batch.support_y[0]
+            self._used[key] = probe(executor, self.loss, params, x, y)
+        return self._used[key]
+
+    def inner_loop(self, inner_steps: int | None = None, inner_lr=None) -> InnerLoop:
+        base = super().inner_loop(inner_steps, inner_lr)
+        return InnerLoop(
+            base.inner_lr,
+            base.inner_steps,
+            True,
+            self.optimizer,
+            state=self.carried,
+            adapted=base.adapted,
+        )
+
+    def backward(self, batch: TaskBatch) -> MetaOutput:
+        """Write (accumulate) the Reptile direction of ``batch`` into ``.grad``."""
+        params = self.params
+        batch = autocast_dtype(check_batch(batch), params)
+        executor = self.executor_for(batch)
+        used = self.used_params(executor, params, batch)
+        direction, out, state = reptile_direction(
+            executor,
+            self.loss,
+            params,
+            batch,
+            self.inner_loop(),
+            self.inner_batch_size,
+            self.generator,
+        )
+        finite_or_raise(torch.stack([d.abs().max() for d in direction.values()]), "Reptile step")
+        # A parameter the loss never uses stays where it is and gets no gradient (as on MAML's
+        # path), so an optimiser's weight decay does not move it.
+        moved = self.adapted_params
+        accumulate_grad(params, {k: v for k, v in direction.items() if k in used and k in moved})
+        if self.inner_state == "carry":
+            self.carried = {g: detached(sub) for g, sub in state.items()}
+        return out
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        return state if self.carried is None else {**state, "inner_state": self.carried}
+
+    def load_state_dict(self, state: dict) -> None:
+        state = dict(state)
+        if "inner_state" in state and self.inner_state != "carry":
+            raise ValueError(
+                f"this Reptile (inner_state={self.inner_state!r}) cannot load a learner state "
+                f"with {sorted(state)}: it was saved with algorithm.inner_state = 'carry'; test "
+                "it with its own run's config.toml"
+            )
+        self.carried = state.pop("inner_state", None)
+        super().load_state_dict(state)

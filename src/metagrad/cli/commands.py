@@ -155,7 +155,12 @@ def list_things(args: argparse.Namespace) -> int:
     print("configs (train or test one by its name or its file):")
     for name, path in configs.items():
         print(f"  {name:<{width}}  {path}")
-    print("algorithms: " + ", ".join(sorted(ALGORITHM_CONFIGS)))
+    groups: dict[str, list[str]] = {}
+    for name in ALGORITHM_CONFIGS:  # registration order: MAML and its family first
+        groups.setdefault(ALGORITHM_CONFIGS[name].group, []).append(name)
+    print("algorithms:")
+    for group, names in groups.items():
+        print(f"  {group + ':':<13} " + ", ".join(names))
     print("models: " + ", ".join(sorted(MODEL_CONFIGS)))
     print("task families: " + ", ".join(sorted(TASK_CONFIGS)))
     return 0

@@ -18,6 +18,7 @@ from metagrad.config.checks import (
     val_metric,
 )
 from metagrad.config.errors import ConfigError
+from metagrad.config.family_schema import ANILConfig, BOILConfig, MAMLPPConfig, MetaSGDConfig
 from metagrad.config.image_schema import IMAGE_FAMILIES, ImageTaskConfig
 from metagrad.config.loader import load_config, read_toml
 from metagrad.config.overrides import Override, apply_overrides, parse_override
@@ -58,7 +59,9 @@ __all__ = [
     "MODEL_CONFIGS",
     "SECTIONS",
     "TASK_CONFIGS",
+    "ANILConfig",
     "AlgorithmConfig",
+    "BOILConfig",
     "ConfigError",
     "Conv4Config",
     "EvalConfig",
@@ -68,9 +71,11 @@ __all__ = [
     "GaussianMLPConfig",
     "ImageTaskConfig",
     "MAMLConfig",
+    "MAMLPPConfig",
     "MAMLTRPOAlgorithmConfig",
     "MLPConfig",
     "MeanConfig",
+    "MetaSGDConfig",
     "ModelConfig",
     "OmniglotTaskConfig",
     "Override",

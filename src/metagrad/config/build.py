@@ -10,6 +10,7 @@ from typing import Any
 from metagrad.config.checks import config_problems
 from metagrad.config.coerce import coerce, describe, field_types, toml_type
 from metagrad.config.errors import ConfigError
+from metagrad.config.family_schema import family_problems  # registers ANIL, BOIL, ...
 from metagrad.config.rl_schema import rl_problems  # importing it registers the RL variants
 from metagrad.config.schema import SECTIONS, ExperimentConfig, Section, Variants
 
@@ -140,7 +141,7 @@ def config_from_dict(data: Mapping[str, Any], source: str | None = None) -> Expe
                 f"(expected {describe(types[f.name])})"
             )
     cfg = ExperimentConfig(**kwargs)
-    problems = config_problems(cfg) + rl_problems(cfg)
+    problems = config_problems(cfg) + rl_problems(cfg) + family_problems(cfg)
     if problems:
         # One line (the command line prints errors as one line): problems joined by "; ".
         listed = "; ".join(f"{key}: {msg}" for key, msg in problems)

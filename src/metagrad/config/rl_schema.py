@@ -148,6 +148,7 @@ class TRPOConfig(AlgorithmConfig):
 
     name: ClassVar[str]
     task_kinds: ClassVar[frozenset[str]] = frozenset({RL_KIND})
+    group: ClassVar[str] = "meta-RL"
     max_kl: float = 0.01  # trust region: mean KL between the old and new policy
     cg_iters: int = 10  # conjugate gradient iterations
     cg_damping: float = 1e-5  # damping added to the Hessian-vector products
@@ -211,13 +212,14 @@ for _algorithm in (MAMLTRPOAlgorithmConfig, PretrainedRLConfig):
 
 # Settings of supervised runs that RL runs do not read: changing them would do nothing.
 _UNUSED = {
-    "train": ("outer_lr", "optimizer", "outer_lr_schedule", "grad_clip"),
+    "train": ("outer_lr", "optimizer", "outer_lr_schedule", "min_outer_lr", "grad_clip"),
     "eval": ("tasks", "shots", "queries", "transductive", "chunk_size", "score_every"),
 }
 _INSTEAD = {
     "outer_lr": "TRPO's step is set by algorithm.max_kl",
     "optimizer": "the outer update is TRPO",
     "outer_lr_schedule": "TRPO's step is set by algorithm.max_kl",
+    "min_outer_lr": "TRPO's step is set by algorithm.max_kl",
     "grad_clip": "TRPO's step is set by algorithm.max_kl",
     "tasks": "the number of test tasks is task.test_tasks",
     "shots": "episodes per test task are task.test_trajectories",

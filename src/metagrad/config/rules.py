@@ -67,3 +67,45 @@ def lr_per_step(obj: object, lr_name: str, steps: int | None) -> Iterator[Proble
             lr_name,
             f"lists {len(lr)} per-step rates for {steps} step(s); give one float or {steps} rates",
         )
+
+
+def inner_params_problems(obj: object) -> Iterator[Problem]:
+    """``inner_params``: "all", "head", "body" or non-empty glob patterns (whether they match
+    a parameter is checked against the model, when it is built)."""
+    value = obj.inner_params
+    patterns = (value,) if isinstance(value, str) else value
+    if not patterns or any(not p.strip() for p in patterns):
+        yield (
+            "inner_params",
+            f'must be "all", "head", "body" or glob patterns of parameter names, got {value!r}',
+        )
+    if getattr(obj, "learn_inner_lr", "none") == "per_element" and isinstance(obj.inner_lr, tuple):
+        yield (
+            "inner_lr",
+            "per-element learning rates (Meta-SGD) start from one number: each weight element "
+            f"learns one rate for every step; got {list(obj.inner_lr)}",
+        )
+    if obj.multi_step_loss_iterations and obj.recompute_inner:
+        yield (
+            "multi_step_loss_iterations",
+            "needs the parameters after every inner step, which recompute_inner does not keep; "
+            "turn one of them off",
+        )
+    if obj.first_order_iterations and obj.first_order:
+        yield (
+            "first_order_iterations",
+            "switches to second order after N iterations, but first_order = true never does; "
+            "set first_order = false, or remove it",
+        )
+    if obj.per_step_bn_stats and obj.recompute_inner:
+        yield (
+            "per_step_bn_stats",
+            "updates running statistics in every forward pass, and recompute_inner reruns the "
+            "steps in the backward pass; turn one of them off",
+        )
+    if obj.per_step_bn_stats and obj.path == "vectorized":
+        yield (
+            "per_step_bn_stats",
+            'updates running statistics in place, task by task: only path = "loop" (or "auto") '
+            "runs it",
+        )

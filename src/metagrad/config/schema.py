@@ -30,6 +30,7 @@ from metagrad.config.rules import (
     Problem,
     at_least,
     counts,
+    inner_params_problems,
     learning_rate,
     lr_per_step,
     ordered_range,
@@ -177,6 +178,7 @@ class AlgorithmConfig(Section):
     name: ClassVar[str]
     task_kinds: ClassVar[frozenset[str]] = frozenset({"regression", "classification"})
     adapts: ClassVar[bool] = True  # has inner-loop settings that eval falls back to
+    group: ClassVar[str] = "baselines"  # the heading `metagrad list` shows it under
 
 
 @config_class
@@ -184,17 +186,33 @@ class MAMLConfig(AlgorithmConfig):
     """Model-Agnostic Meta-Learning (Finn et al., 2017)."""
 
     name: ClassVar[str] = "maml"
+    group: ClassVar[str] = "MAML family"
     inner_lr: float | tuple[float, ...]  # inner SGD step size, or one per inner step
     inner_steps: int = 1  # gradient steps on the support set per task
     first_order: bool = False  # drop second-order terms (= FOMAML)
     path: InnerPath = "auto"  # "loop" over tasks, "vectorized" (vmap over tasks), or pick
     chunk_size: int | None = None  # tasks per vectorized chunk (None = whole meta-batch)
     recompute_inner: bool = False  # recompute inner steps in backward: sqrt(steps) memory
+    # Which parameters the inner loop adapts (train and test): "all", "head" (ANIL), "body"
+    # (BOIL), or glob patterns of parameter names, e.g. ["features.3.*", "head.*"]. The others
+    # are used as they are by the inner steps and still meta-trained.
+    inner_params: str | tuple[str, ...] = "all"
+    # Learnable inner learning rates, starting at inner_lr and trained with the weights:
+    # "per_element" (Meta-SGD: one per weight element), "per_layer_per_step" (MAML++'s LSLR:
+    # one per parameter tensor and inner step).
+    learn_inner_lr: Literal["none", "per_element", "per_layer_per_step"] = "none"
+    # MAML++ (Antoniou et al. 2019); schedules count iterations (outer steps), 0 = off.
+    multi_step_loss_iterations: int = 0  # MSL: weigh every step's query loss for N iterations
+    first_order_iterations: int = 0  # DA: first-order meta-gradients for the first N iterations
+    per_step_bn_weights: bool = False  # BNWB: a BatchNorm scale and shift per inner step
+    per_step_bn_stats: bool = False  # BNRS: running statistics per step (norm "running", loop)
 
     def problems(self) -> Iterator[Problem]:
         yield from learning_rate(self, "inner_lr")
         yield from counts(self, 1, "inner_steps", "chunk_size")
+        yield from counts(self, 0, "multi_step_loss_iterations", "first_order_iterations")
         yield from lr_per_step(self, "inner_lr", self.inner_steps)
+        yield from inner_params_problems(self)
 
 
 @config_class
@@ -215,6 +233,7 @@ class ReptileConfig(AlgorithmConfig):
     """Reptile (Nichol et al., 2018): move the weights towards the task-adapted weights."""
 
     name: ClassVar[str] = "reptile"
+    group: ClassVar[str] = "Reptile"
     inner_lr: float  # inner optimizer step size
     inner_steps: int = 5  # inner optimizer steps per task
     inner_optimizer: Literal["sgd", "adam"] = "sgd"  # optimizer of the inner loop
@@ -289,7 +308,10 @@ class TrainConfig(Section):
     meta_batch_size: int  # tasks per outer step
     outer_lr: float = 1e-3  # outer optimizer step size
     optimizer: Literal["adam", "sgd"] = "adam"  # outer optimizer
-    outer_lr_schedule: Literal["constant", "linear"] = "constant"  # "linear": anneal to 0
+    # "linear": anneal to 0 over train.iterations (Reptile); "cosine": cosine-anneal to
+    # min_outer_lr over train.iterations (MAML++'s CA)
+    outer_lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    min_outer_lr: float = 0.0  # where "cosine" ends (MAML++: 1e-5)
     grad_clip: float | None = None  # clip the meta-gradient norm to this (None = no clipping)
     val_every: int = 1000  # validate every N iterations (0 = never)
     val_tasks: int = 100  # tasks per validation
@@ -308,6 +330,11 @@ class TrainConfig(Section):
         yield from at_least(self, 1, "threads")
         yield from at_least(self, 0, "val_every", "checkpoint_every")
         yield from positive(self, "outer_lr", "grad_clip")
+        if not 0.0 <= self.min_outer_lr < self.outer_lr:
+            shown = f"[0, outer_lr = {self.outer_lr})"
+            yield "min_outer_lr", f"must be in {shown}, got {self.min_outer_lr!r}"
+        elif self.min_outer_lr and self.outer_lr_schedule != "cosine":
+            yield "min_outer_lr", 'is where outer_lr_schedule "cosine" ends; set that, or remove it'
         device = self.device
         if not (device in ("cpu", "cuda", "mps") or device.removeprefix("cuda:").isdigit()):
             yield "device", f'must be "cpu", "cuda", "cuda:N" or "mps", got {device!r}'

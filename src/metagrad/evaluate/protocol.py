@@ -18,7 +18,7 @@ from torch import Tensor
 from metagrad.algorithms.paths import TaskExecutor, autocast_dtype, has_running_stats
 from metagrad.algorithms.reptile import minibatch_schedule
 from metagrad.checks import count_problem, require
-from metagrad.functional.inner import InnerLoop
+from metagrad.functional.inner import InnerLoop, initial
 from metagrad.functional.params import detached, expand_tasks
 from metagrad.types import Loss, Params, TaskBatch, TaskBatchedModule
 
@@ -154,7 +154,9 @@ def evaluate(
     last = inner.inner_steps
     scored = tuple(s for s in range(last + 1) if s % score_every == 0 or s == last)
     theta = detached(params)
-    inner = replace(inner, first_order=True, check_finite=False)  # a diverged task scores inf
+    # Learned rates and per-step tensors are used as they are, with no graph to them; a
+    # diverged task scores inf.
+    inner = replace(inner.for_testing(), first_order=True, check_finite=False)
     generator = torch.Generator().manual_seed(seed)
     losses, accs = [], []
     for batch in batches:
@@ -164,7 +166,8 @@ def evaluate(
         adapted = executor.trajectory_all(loss, theta, x, y, inner, pick)
         step_losses, step_accs = [], []
         # The parameters after 0, 1, ..., k steps (a step not scored is still taken).
-        for step, step_params in enumerate(chain([expand_tasks(theta, len(batch))], adapted)):
+        start = expand_tasks(initial(theta, inner), len(batch))
+        for step, step_params in enumerate(chain([start], adapted)):
             if step not in scored:
                 continue
             step_params = detached(step_params)  # [tasks, ...]

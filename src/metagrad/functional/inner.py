@@ -11,12 +11,21 @@ meta-gradient; with ``first_order=True`` they are constants (FOMAML, Reptile).
 The same call adapts many tasks at once when ``params`` carry a leading task dimension and the
 objective returns the *sum* of the per-task losses: tasks are independent given their own
 parameters, so the gradient of the sum w.r.t. task ``t``'s slice is task ``t``'s gradient.
+
+Two options shape what a step sees, for the MAML family (ANIL, BOIL, MAML++):
+
+- ``InnerLoop.adapted`` names the parameters the steps change; the others are *held*: the
+  objective sees them as they are, so a meta-gradient still reaches them through the adapted
+  ones (ANIL: only the head adapts; BOIL: only the body).
+- ``InnerLoop.per_step`` gives tensors that take another value at each step (MAML++'s per-step
+  BatchNorm weights and running statistics): step ``s``'s support loss uses ``per_step[s]``,
+  and so does whatever is predicted with the parameters after step ``s + 1``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -55,6 +64,10 @@ class InnerLoop:
         check_finite: raise ``FloatingPointError`` when the loss becomes NaN or infinite (in
             training, where it means a bad learning rate). Meta-testing turns it off: a task
             whose adaptation diverges is scored as such, not a crash of the whole evaluation.
+        adapted: the names of the parameters the steps change (None: all of them); the rest
+            are held as they are (see the module docstring).
+        per_step: one dict of tensors per step, overriding parameters or buffers of the same
+            name at that step (MAML++'s per-step BatchNorm); empty: none.
     """
 
     inner_lr: LearningRate | Sequence[LearningRate]
@@ -64,6 +77,8 @@ class InnerLoop:
     recompute: bool = False
     state: dict | None = None
     check_finite: bool = True
+    adapted: frozenset[str] | None = None
+    per_step: tuple[Params, ...] = ()
 
     def __post_init__(self) -> None:
         # The one place every inner loop passes (MAML, Reptile, adapt, evaluate): the same
@@ -71,6 +86,75 @@ class InnerLoop:
         require("inner_steps", count_problem(self.inner_steps, 0))
         if self.inner_steps > 0:  # no step takes a rate: any placeholder will do
             require("inner_lr", lr_problem(self.inner_lr))
+        if self.per_step and len(self.per_step) < self.inner_steps:
+            raise UsageError(
+                f"{self.inner_steps} inner steps, but the per-step tensors (MAML++'s per-step "
+                f"BatchNorm) were learned for {len(self.per_step)}; adapt with at most "
+                f"{len(self.per_step)} steps"
+            )
+
+    def fixed_at(self, held: Params, step: int) -> Params:
+        """What the model sees besides the adapted parameters at inner step ``step``: the held
+        parameters, overridden by that step's per-step tensors."""
+        if not self.per_step:
+            return held
+        return {**held, **self.per_step[min(step, len(self.per_step) - 1)]}
+
+    def split(self, params: Params) -> tuple[Params, Params]:
+        """``(adapted, held)`` parts of ``params``.
+
+        Raises:
+            UsageError: an adapted parameter also takes per-step values (it cannot be both).
+        """
+        if self.adapted is None:
+            adapted, held = dict(params), {}
+        else:
+            adapted = {k: v for k, v in params.items() if k in self.adapted}
+            held = {k: v for k, v in params.items() if k not in self.adapted}
+        both = sorted(set(adapted) & set(self.per_step[0])) if self.per_step else []
+        if both:
+            raise UsageError(
+                f"{both} are adapted in the inner loop and also take per-step values; "
+                "leave them out of inner_params (per-step BatchNorm weights are never adapted)"
+            )
+        return adapted, held
+
+    def for_testing(self) -> InnerLoop:
+        """This loop with every learnable tensor (learning rates, per-step weights) detached
+        and per-step buffers copied: adapting then builds no graph to the meta-parameters and
+        never writes a running statistic back (meta-testing, deployment)."""
+        per_step = tuple({k: v.detach().clone() for k, v in d.items()} for d in self.per_step)
+        return replace(self, inner_lr=_detached_rates(self.inner_lr), per_step=per_step)
+
+
+def _detached_rates(lr):
+    if isinstance(lr, Tensor):
+        return lr.detach()
+    if isinstance(lr, Mapping):
+        return {k: _detached_rates(v) for k, v in lr.items()}
+    if isinstance(lr, Sequence) and not isinstance(lr, str):
+        return [_detached_rates(v) for v in lr]
+    return lr
+
+
+def holding(objective: Objective, fixed: Params) -> Objective:
+    """``objective`` of the adapted parameters alone, with ``fixed`` (held parameters, per-step
+    tensors) added to what the model sees."""
+    if not fixed:
+        return objective
+    return lambda params, data: objective({**fixed, **params}, data)
+
+
+def initial(params: Params, inner: InnerLoop) -> Params:
+    """The parameters before any step, as the model sees them (with step 0's per-step
+    tensors): what meta-testing scores as step 0."""
+    return {**params, **inner.per_step[0]} if inner.per_step else params
+
+
+def _merged(order: Params, fixed: Params, adapted: Params) -> Params:
+    """Held and adapted parameters in the order of ``order``, then any per-step tensors."""
+    merged = {**fixed, **adapted}
+    return {**{k: merged[k] for k in order if k in merged}, **merged}
 
 
 def gradients(
@@ -159,16 +243,18 @@ def trajectory(
         batches: optional ``batches(step) -> data`` giving each step its own data.
     """
     lrs = lr_schedule(inner.inner_lr, _checked(inner.inner_steps))
-    check_rate_names(lrs, params)
+    adapted, held = inner.split(params)
+    check_rate_names(lrs, adapted)
     with torch.enable_grad():  # adaptation needs gradients even when evaluating under no_grad
-        params = prepare(params)
-        state = inner.optimizer.init(params) if inner.state is None else inner.state
+        adapted = prepare(adapted)
+        state = inner.optimizer.init(adapted) if inner.state is None else inner.state
         for step, lr in enumerate(lrs):
             step_data = data if batches is None else batches(step)
             create_graph = not inner.first_order
-            params, state = inner_step(
-                objective,
-                params,
+            fixed = inner.fixed_at(held, step)
+            adapted, state = inner_step(
+                holding(objective, fixed),
+                adapted,
                 state,
                 step_data,
                 lr,
@@ -176,7 +262,7 @@ def trajectory(
                 create_graph,
                 inner.check_finite,
             )
-            yield params, state
+            yield _merged(params, fixed, adapted), state
 
 
 def run_inner(
@@ -194,7 +280,10 @@ def run_inner(
     for last in trajectory(objective, params, data, inner, batches):  # noqa: B007
         pass
     if last is None:  # zero steps: the parameters and the state as given
-        return params, inner.optimizer.init(params) if inner.state is None else inner.state
+        adapted = inner.split(params)[0]
+        return initial(params, inner), (
+            inner.optimizer.init(adapted) if inner.state is None else inner.state
+        )
     return last
 
 
@@ -202,22 +291,29 @@ def _recomputed(
     objective: Objective, params: Params, data: Any, inner: InnerLoop, batches: Batches | None
 ) -> tuple[Params, dict]:
     lrs = lr_schedule(inner.inner_lr, _checked(inner.inner_steps))
-    check_rate_names(lrs, params)
+    adapted, held = inner.split(params)
+    check_rate_names(lrs, adapted)
 
     def step_function(step: int):
         step_data = data if batches is None else batches(step)
 
-        def one_step(p, st, lr, record=True):  # record=False: values only (a forward rerun)
+        # The held parameters and per-step tensors travel with the rate as the step's extra
+        # inputs: a recomputed segment passes gradients only to its inputs.
+        def one_step(p, st, lr_fixed, record=True):  # record=False: values only (a rerun)
+            lr, fixed = lr_fixed
             create_graph = record and not inner.first_order
-            return inner_step(objective, p, st, step_data, lr, inner.optimizer, create_graph)
+            step_objective = holding(objective, fixed)
+            return inner_step(step_objective, p, st, step_data, lr, inner.optimizer, create_graph)
 
         return one_step
 
     with torch.enable_grad():
-        params = prepare(params)
-        state = inner.optimizer.init(params) if inner.state is None else inner.state
+        adapted = prepare(adapted)
+        state = inner.optimizer.init(adapted) if inner.state is None else inner.state
         steps = [step_function(s) for s in range(len(lrs))]
-        return adapt_segmented(steps, lrs, params, state)
+        extras = [(lr, inner.fixed_at(held, s)) for s, lr in enumerate(lrs)]
+        adapted, state = adapt_segmented(steps, extras, adapted, state)
+        return _merged(params, inner.fixed_at(held, len(lrs) - 1), adapted), state
 
 
 def _checked(inner_steps: int) -> int:
@@ -249,6 +345,7 @@ def adapt(
     batches: Batches | None = None,
     recompute: bool = False,
     state: dict | None = None,
+    adapted: Collection[str] | None = None,
 ) -> Params:
     """Adapt ``params`` to one task (or a task-batched set) by ``inner_steps`` gradient steps.
 
@@ -269,11 +366,19 @@ def adapt(
             the parameters instead of ``inner_steps`` steps' activations, for about two more
             forward steps per step.
         state: the optimiser state to start from (default: a fresh ``optimizer.init``).
+        adapted: the names of the parameters to change (None: all); the others are used as
+            they are and returned unchanged (ANIL adapts the head alone, BOIL the body).
 
     Returns:
         New parameters, a function of ``params`` through the autograd graph.
     """
     inner = InnerLoop(
-        inner_lr, inner_steps, first_order, optimizer or SGD(), recompute=recompute, state=state
+        inner_lr,
+        inner_steps,
+        first_order,
+        optimizer or SGD(),
+        recompute=recompute,
+        state=state,
+        adapted=None if adapted is None else frozenset(adapted),
     )
     return run_inner(objective, params, data, inner, batches)[0]

@@ -120,11 +120,14 @@ def _checkpointed_step(one_step: Step, params: Params, state: dict, lr) -> tuple
 
 
 def _tensors(lr) -> list[Tensor]:
-    """The tensors of a learning rate: itself, or the tensor values of a per-parameter dict."""
+    """The tensors of a step's extra inputs, in order: a learning rate (a tensor, or tensors per
+    parameter), or a tuple of such values (a rate and the held parameters the step uses)."""
     if isinstance(lr, Tensor):
         return [lr]
     if isinstance(lr, Mapping):
-        return [v for v in lr.values() if isinstance(v, Tensor)]
+        return [t for v in lr.values() for t in _tensors(v)]
+    if isinstance(lr, tuple):
+        return [t for v in lr for t in _tensors(v)]
     return []
 
 
@@ -133,5 +136,7 @@ def _rebuilt(lr, tensors: Iterator[Tensor]):
     if isinstance(lr, Tensor):
         return next(tensors)
     if isinstance(lr, Mapping):
-        return {k: next(tensors) if isinstance(v, Tensor) else v for k, v in lr.items()}
+        return {k: _rebuilt(v, tensors) for k, v in lr.items()}
+    if isinstance(lr, tuple):
+        return tuple(_rebuilt(v, tensors) for v in lr)
     return lr

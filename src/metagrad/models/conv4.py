@@ -87,7 +87,12 @@ class Conv4(nn.Module):
         size = probe.shape[1] if head == "mean" else probe[0].numel()
         self.head = Linear(size, ways)
 
-    def forward(self, x: Tensor) -> Tensor:
+    head_name = "head"  # metagrad.types.HeadedModule: what ANIL adapts alone
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The features the head classifies: ``[..., C, H, W] -> [..., features]``."""
         h = self.features(x)  # [..., filters, h, w]
-        h = h.mean(dim=(-2, -1)) if self.head_kind == "mean" else self.flatten(h)
-        return self.head(h)
+        return h.mean(dim=(-2, -1)) if self.head_kind == "mean" else self.flatten(h)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.embed(x))

@@ -51,6 +51,17 @@ class MLP(nn.Module):
         layers.append(Linear(sizes[-1], out_features))
         self.net = nn.Sequential(*layers)
 
+    @property
+    def head_name(self) -> str:
+        """The last linear layer (metagrad.types.HeadedModule: what ANIL adapts alone)."""
+        return f"net.{len(self.net) - 1}"
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The last hidden layer's activations ``[..., hidden[-1]]``."""
+        for layer in list(self.net)[:-1]:
+            x = layer(x)
+        return x
+
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 

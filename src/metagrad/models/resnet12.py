@@ -119,9 +119,14 @@ class ResNet12(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="leaky_relu")
 
+    head_name = "head"  # metagrad.types.HeadedModule: what ANIL adapts alone
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The globally pooled features: ``[..., C, H, W] -> [..., widths[-1]]``."""
+        return self.features(x).mean(dim=(-2, -1))
+
     def forward(self, x: Tensor) -> Tensor:
-        h = self.features(x).mean(dim=(-2, -1))  # [..., widths[-1]]
-        return self.head(h)
+        return self.head(self.embed(x))
 
     def preferred_path(self, examples: int | None = None) -> ExecutionPath:
         """Always the per-task loop: it backpropagates one task at a time, so only one task's

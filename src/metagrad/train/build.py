@@ -239,6 +239,10 @@ def constructor_kwargs(constructor: Callable, section: object) -> dict[str, Any]
 
 @LEARNER_BUILDERS.register("maml")
 @LEARNER_BUILDERS.register("fomaml")  # FOMAMLConfig: first_order = true
+@LEARNER_BUILDERS.register("anil")  # the MAML family (config/family_schema.py): MAML settings
+@LEARNER_BUILDERS.register("boil")
+@LEARNER_BUILDERS.register("metasgd")
+@LEARNER_BUILDERS.register("mamlpp")
 def _maml(cfg: ExperimentConfig, model: nn.Module, loss: Loss, family=None) -> MetaLearner:
     return MAML(model, loss, **constructor_kwargs(MAML, cfg.algorithm))
 

@@ -47,10 +47,15 @@ def make_outer_optimizer(cfg: ExperimentConfig, params) -> torch.optim.Optimizer
 
 
 def outer_lr(cfg: ExperimentConfig, step: int) -> float:
-    """The outer learning rate at ``step`` (constant, or annealed linearly to 0 as Reptile)."""
+    """The outer learning rate at ``step``: constant, annealed linearly to 0 (Reptile), or
+    cosine-annealed from ``outer_lr`` to ``min_outer_lr`` over ``train.iterations`` (MAML++'s
+    CA; its code steps the cosine once per 500-iteration epoch, here every iteration)."""
     t = cfg.train
     if t.outer_lr_schedule == "linear":
         return t.outer_lr * (1 - step / t.iterations)
+    if t.outer_lr_schedule == "cosine":
+        cosine = (1 + math.cos(math.pi * step / t.iterations)) / 2
+        return t.min_outer_lr + (t.outer_lr - t.min_outer_lr) * cosine
     return t.outer_lr
 
 
@@ -66,7 +71,9 @@ def train_supervised(
     exp = build_experiment(cfg)  # before the run directory: missing data leaves no run behind
     if not resume:
         start_run(cfg, run_dir)
-    opt = make_outer_optimizer(cfg, exp.model.parameters()) if _trainable(exp) else None
+    # The learner's parameters: the model's, then what it learns itself (learnable inner
+    # learning rates, per-step BatchNorm weights), which its state_dict checkpoints.
+    opt = make_outer_optimizer(cfg, exp.learner.parameters()) if _trainable(exp) else None
     step, best, wall = 0, None, 0.0
     if resume:
         step, best, wall = _restore(exp, opt, run_dir, cfg)
@@ -89,9 +96,9 @@ def train_supervised(
                 "train.grad_clip"
             )
         if t.grad_clip is not None:
-            norm = torch.nn.utils.clip_grad_norm_(exp.model.parameters(), t.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(list(exp.learner.parameters()), t.grad_clip)
         else:
-            norm = _grad_norm(exp.model.parameters())
+            norm = _grad_norm(exp.learner.parameters())
         if not math.isfinite(norm):
             raise FloatingPointError(
                 f"the meta-gradient became {norm} at step {done + 1}, so training stopped "

@@ -28,7 +28,8 @@ def _inner(exp: Experiment) -> tuple[InnerLoop, int | None]:
     """Test-time inner loop, the same for validation and test: validation asks the test's
     question (its episodes, steps, step sizes and batch size), so that it predicts the test."""
     ev = resolve_eval(exp.cfg)
-    inner = exp.learner.inner_loop(ev.inner_steps, ev.inner_lr)
+    # eval.inner_lr, or the learner's own rates (learned ones included: Meta-SGD, MAML++).
+    inner = exp.learner.inner_loop(ev.inner_steps, exp.cfg.eval.inner_lr)
     return inner, exp.cfg.eval.inner_batch_size or getattr(exp.learner, "inner_batch_size", None)
 
 
