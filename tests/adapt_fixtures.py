@@ -1,0 +1,67 @@
+"""Runs and image folders for the tests of loading, adapting and ``metagrad adapt`` (issue 16).
+
+- :func:`untrained_run`: a run directory as ``metagrad train`` leaves it (``config.toml``,
+  ``preprocessing.json``, a ``best`` checkpoint) holding an untrained model, in milliseconds;
+- :func:`omniglot_drawings` / :func:`write_pngs`: drawings of the official evaluation set and
+  folders of 105x105 1-bit PNGs made from them, as the official files are.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from metagrad.config import load_config
+from metagrad.tasks.preprocess import Preprocessing
+from metagrad.train.build import INPUTS, model_for
+from metagrad.train.checkpoint import save_checkpoint
+from metagrad.train.loop import start_run
+from metagrad.train.preprocessing import PREPROCESSING_FILE, record_preprocessing
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "omniglot"
+OMNIGLOT = ROOT / "configs" / "omniglot" / "maml_5w1s.toml"
+SINE = ROOT / "configs" / "sinusoid" / "maml_10shot.toml"
+
+
+def untrained_run(
+    run_dir: Path,
+    config: Path = OMNIGLOT,
+    overrides: Sequence[str] = ("model.filters=8",),
+    preprocessing: Preprocessing | None = None,
+) -> Path:
+    """A run directory holding an untrained model as its ``best`` checkpoint (``preprocessing``
+    replaces the recorded preprocessing, e.g. to make an RGB run of the Omniglot family)."""
+    cfg = load_config(config, list(overrides))
+    start_run(cfg, run_dir)
+    record_preprocessing(cfg, run_dir)
+    if preprocessing is not None:
+        (run_dir / PREPROCESSING_FILE).write_text(json.dumps(preprocessing.to_dict()))
+    torch.manual_seed(cfg.seed)
+    model = model_for(cfg, INPUTS[cfg.task.family](cfg).shape)
+    save_checkpoint(run_dir, "best", model.state_dict(), {"step": 0})
+    return run_dir
+
+
+def omniglot_drawings(first: int, count: int) -> np.ndarray:
+    """``[count, 20, 105, 105]`` bool drawings (True = paper) of the evaluation characters
+    ``first .. first + count - 1`` (rows of images_evaluation.npz)."""
+    with np.load(DATA / "images_evaluation.npz") as f:
+        return f["images"][first : first + count]
+
+
+def write_pngs(folder: Path, drawings: dict[str, np.ndarray]) -> list[Path]:
+    """Write each ``name: [105, 105] bool`` drawing as ``folder/name.png``, 1-bit as the
+    official files."""
+    paths = []
+    for name, paper in drawings.items():
+        path = folder / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(paper).save(path)  # bool -> mode "1"
+        paths.append(path)
+    return paths
