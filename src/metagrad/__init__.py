@@ -33,6 +33,7 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(_RUNNER[name]), name)
     raise AttributeError(f"module 'metagrad' has no attribute {name!r}")
 
+
 __all__ = [
     "MAML",
     "PRETRAINED",

@@ -30,6 +30,16 @@ HeadInit = Literal["trained", "zero", "prototypes"]
 HEADS: tuple[HeadInit, ...] = ("trained", "zero", "prototypes")
 
 
+def default_head(units: int, ways: int) -> HeadInit:
+    """The head a task of ``ways`` classes starts from when none is asked for, for a model
+    whose meta-learned head has ``units``: the meta-learned head when it fits, else the
+    prototypes. Measured on Omniglot with a MAML 5-way model, support-set BatchNorm, 1 shot,
+    3 steps (RESULTS.md, "Heads for new classes"): on 5-way tasks the trained head (87.7%)
+    beats the prototypes (83.5%; their confident start barely moves in 3 steps) and zero
+    (80.1%); on 20- and 30-way tasks, where it cannot serve, the prototypes beat zero."""
+    return "trained" if units == ways else "prototypes"
+
+
 def features(executor: TaskExecutor, params: Params, head: str, x: Tensor) -> Tensor:
     """The body's features ``[N, d]`` of ``x [N, ...]``: the head's inputs.
 

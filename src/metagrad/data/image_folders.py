@@ -85,8 +85,7 @@ def _class_images(folder: Path) -> list[Path]:
         )
     if not entries:
         raise UsageError(
-            f"class folder {folder} has no images ({_KINDS}): add one or more, or remove the "
-            "folder"
+            f"class folder {folder} has no images ({_KINDS}): add one or more, or remove the folder"
         )
     return entries
 

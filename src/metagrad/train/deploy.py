@@ -27,7 +27,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from metagrad.algorithms import InnerLoop, MetaLearner
-from metagrad.algorithms.heads import HeadInit, with_head
+from metagrad.algorithms.heads import HeadInit, default_head, with_head
 from metagrad.algorithms.normalization import BatchNormMode, check_mode
 from metagrad.algorithms.paths import TaskExecutor
 from metagrad.algorithms.reptile import minibatch_schedule
@@ -44,10 +44,6 @@ from metagrad.train.checkpoint import intact_checkpoints
 from metagrad.train.preprocessing import run_preprocessing
 from metagrad.train.pretrained import PRETRAINED, unknown_model
 from metagrad.train.results import load_named_checkpoint
-
-# The head a classifier starts each new task from when none is asked for (RESULTS.md,
-# "Heads for new classes", measured on Omniglot 5-way 1-shot).
-DEFAULT_HEAD: HeadInit = "prototypes"
 
 
 @dataclass(eq=False)
@@ -103,8 +99,10 @@ class Learner:
             labels: one per example: class names or numbers (classification; the head's units
                 are the distinct labels in sorted order), or target tensors (regression).
             inner_steps: gradient steps (None: the run's test steps, at its test step size).
-            head: how the head starts (:data:`metagrad.algorithms.heads.HEADS`); None:
-                :data:`DEFAULT_HEAD` for classification, ``"trained"`` for regression.
+            head: how the head starts (:data:`metagrad.algorithms.heads.HEADS`); None: the
+                meta-learned head when the classes are as many as its units, else the
+                prototypes (:func:`~metagrad.algorithms.heads.default_head`, measured);
+                ``"trained"`` for regression.
             batch_norm: the BatchNorm mode the adapted model predicts with.
 
         Raises:
@@ -124,8 +122,9 @@ class Learner:
         if self.classification:
             _check_colours(examples, self.preprocessing)
             classes, y = _class_indices(labels)
-            head = head or DEFAULT_HEAD
-            params = with_head(head, executor, params, head_of(self.model), x, y, len(classes))
+            name = head_of(self.model)
+            head = head or default_head(params[f"{name}.weight"].shape[0], len(classes))
+            params = with_head(head, executor, params, name, x, y, len(classes))
         elif head in (None, "trained"):
             classes, y, head = None, torch.as_tensor(labels).to(x.dtype), "trained"
         else:
@@ -157,7 +156,9 @@ def _check_colours(examples: Sequence, preprocessing: Preprocessing | None) -> N
     if preprocessing is None or preprocessing.channels == 1:
         return  # a grey model sees every image grey
     images = [e for e in examples if isinstance(e, Image.Image)]
-    kinds = {image_channels(image): i for i, image in enumerate(images)}
+    kinds: dict[int, int] = {}  # channels -> the first image that has them
+    for i, image in enumerate(images):
+        kinds.setdefault(image_channels(image), i)
     if len(kinds) > 1:
         name = [getattr(images[i], "filename", "") or f"image {i}" for i in (kinds[1], kinds[3])]
         raise UsageError(
