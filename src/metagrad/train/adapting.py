@@ -112,7 +112,8 @@ def write_predictions(path: Path, report: Report) -> None:
 def summary(report: Report) -> str:
     """The terminal's lines: what was adapted, then a table of (at most 20) query rows."""
     a = report.adapted
-    how = f"{a.about.get('inner_steps')} inner steps, head {a.about.get('head')}"
+    steps = a.about.get("inner_steps")
+    how = f"{steps} inner step{'' if steps == 1 else 's'}, head {a.about.get('head')}"
     head = (
         f"adapted {a.about.get('source', 'the model')} to {len(report.classes)} classes "
         f"from {report.support_images} images ({how}); BatchNorm: {a.batch_norm} statistics"
@@ -121,9 +122,10 @@ def summary(report: Report) -> str:
     )
     shown = report.rows[:TABLE_ROWS]
     width = max([len("path"), *(len(r[0]) for r in shown)])
-    lines = [head, f"{'path':<{width}}  predicted  probability"]
+    name = max([len("predicted"), *(len(r[1]) for r in shown)])
+    lines = [head, f"{'path':<{width}}  {'predicted':<{name}}  probability"]
     for path, predicted, probabilities in shown:
-        lines.append(f"{path:<{width}}  {predicted}  {max(probabilities):.3f}")
+        lines.append(f"{path:<{width}}  {predicted:<{name}}  {max(probabilities):.3f}")
     if len(report.rows) > len(shown):
         lines.append(f"... and {len(report.rows) - len(shown)} more (all in --out FILE)")
     return "\n".join(lines)
