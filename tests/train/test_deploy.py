@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import metagrad
-from adapt_fixtures import SINE, untrained_run
+from adapt_fixtures import ROOT, SINE, untrained_run
 from metagrad.config import load_config
 from metagrad.errors import UsageError
 from metagrad.tasks.preprocess import Preprocessing, omniglot
@@ -204,3 +204,24 @@ def test_every_supervised_task_family_says_its_inputs():
     # A family's runs can be reloaded only if INPUTS knows it: a new family needs an entry.
     supervised = [f for f in TASK_BUILDERS if f not in ("rl",)]
     assert set(supervised) <= set(INPUTS), sorted(set(supervised) - set(INPUTS))
+
+
+def test_a_reptile_run_adapts_with_its_carried_adam_moments_and_mini_batches(tmp_path):
+    config = ROOT / "configs" / "omniglot" / "reptile_5w1s.toml"
+    run = untrained_run(tmp_path / "reptile", config=config, overrides=["model.filters=8"])
+    learner = metagrad.load(run)
+    inner, batch_size = learner.test_inner()
+    assert inner.optimizer.betas == (0.0, 0.999) and batch_size == 5  # eval.inner_batch_size
+    params = learner.algorithm.params
+    learner.algorithm.carried = {  # moments as a trained Reptile carries them into testing
+        "m": {k: torch.full_like(v, 1e-3) for k, v in params.items()},
+        "v": {k: torch.full_like(v, 1e-6) for k, v in params.items()},
+        "t": {"steps": torch.tensor(100.0)},
+    }
+    images = drawings(12)
+    # 3 classes: the carried head moments do not fit a 3-unit head and start from zero.
+    three = learner.adapt(images, [c for c in "abc" for _ in range(4)])
+    assert three.params["head.weight"].shape[0] == 3
+    assert three.predict(images).probabilities.shape == (12, 3)
+    five = learner.adapt(images[:10], [c for c in "abcde" for _ in range(2)])
+    assert five.about["head"] == "trained"
