@@ -192,9 +192,9 @@ def _fit_state(state: dict | None, params: dict) -> dict | None:
     fitted = dict(state)
     for group in ("m", "v"):
         if group in state:
+            fits = {k: k not in params or m.shape == params[k].shape for k, m in state[group].items()}
             fitted[group] = {
-                k: m if k not in params or m.shape == params[k].shape else params[k] * 0
-                for k, m in state[group].items()
+                k: m if fits[k] else torch.zeros_like(params[k]) for k, m in state[group].items()
             }
     return fitted
 
