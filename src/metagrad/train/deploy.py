@@ -189,13 +189,14 @@ def _fit_state(state: dict | None, params: dict) -> dict | None:
     the head's moments start from zero, the body's carry on."""
     if not state:
         return state
+    def fitting(k: str, moment: Tensor) -> Tensor:
+        stale = k in params and moment.shape != params[k].shape
+        return torch.zeros_like(params[k]) if stale else moment
+
     fitted = dict(state)
     for group in ("m", "v"):
         if group in state:
-            fits = {k: k not in params or m.shape == params[k].shape for k, m in state[group].items()}
-            fitted[group] = {
-                k: m if fits[k] else torch.zeros_like(params[k]) for k, m in state[group].items()
-            }
+            fitted[group] = {k: fitting(k, m) for k, m in state[group].items()}
     return fitted
 
 
