@@ -189,6 +189,7 @@ def _fit_state(state: dict | None, params: dict) -> dict | None:
     the head's moments start from zero, the body's carry on."""
     if not state:
         return state
+
     def fitting(k: str, moment: Tensor) -> Tensor:
         stale = k in params and moment.shape != params[k].shape
         return torch.zeros_like(params[k]) if stale else moment
