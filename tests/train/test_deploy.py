@@ -225,3 +225,16 @@ def test_a_reptile_run_adapts_with_its_carried_adam_moments_and_mini_batches(tmp
     assert three.predict(images).probabilities.shape == (12, 3)
     five = learner.adapt(images[:10], [c for c in "abcde" for _ in range(2)])
     assert five.about["head"] == "trained"
+
+
+def test_metagrad_pretrained_prints_one_line_per_initialisation_name_first(cli, monkeypatch):
+    assert "no pretrained initialisations are shipped" in cli("pretrained").out
+    entry = PretrainedInit(
+        "omniglot-maml-20w", "x", "Omniglot, official background split", 20, "95.1% ± 0.3"
+    )
+    monkeypatch.setitem(PRETRAINED._entries, entry.name, entry)
+    out = cli("pretrained")
+    assert out.code == 0
+    assert out.out.splitlines() == [
+        "omniglot-maml-20w  Omniglot, official background split; 20-way; test 95.1% ± 0.3"
+    ]
