@@ -112,8 +112,3 @@ def test_one_image_alone_gets_its_row_in_the_batch_and_the_adapted_file_repeats_
     assert cli("adapt", adapted, "--query", query, "--out", tmp_path / "again.csv").code == 0
     assert read_csv(tmp_path / "again.csv") == batch
     assert cli(*argv, "--query", query, "--steps", "0", "--head", "prototypes").code == 0
-
-
-def test_the_pretrained_command_lists_the_registry(cli):
-    out = cli("pretrained")
-    assert out.code == 0 and out.out.strip()
