@@ -1,4 +1,5 @@
-"""Shared fixtures: small deterministic task batches for the engine tests."""
+"""Shared fixtures: small deterministic task batches for the engine tests, and prepared
+natural-image caches for the runs."""
 
 from __future__ import annotations
 
@@ -65,3 +66,27 @@ def assert_rel_close(
 
 def global_norm(tensors: dict) -> float:
     return torch.sqrt(sum(t.double().norm() ** 2 for t in tensors.values())).item()
+
+
+@pytest.fixture(scope="session")
+def natural_cache(tmp_path_factory):
+    """A cache folder where every natural-image family is prepared from fixtures in its real
+    format, 2 images per class (``--set task.cache=...`` points a run at it)."""
+    from metagrad.data import prepare
+    from natural_fixtures import write_cifar100, write_cub, write_mini_pkl, write_tiered
+
+    base = tmp_path_factory.mktemp("natural")
+    cache = base / "cache"
+    write_cub(base / "cub", per_class=2)
+    write_mini_pkl(base / "mini", per_class=2)
+    write_tiered(base / "tiered", per_class=2)
+    write_cifar100(base / "cifar", per_class=1)  # 1 per half: 2 per class
+    for name, root in [
+        ("cub", "cub"),
+        ("mini-imagenet", "mini"),
+        ("tiered-imagenet", "tiered"),
+        ("cifar-fs", "cifar"),
+        ("fc100", "cifar"),
+    ]:
+        prepare(name, base / root, cache)
+    return cache

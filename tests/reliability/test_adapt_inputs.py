@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from adapt_fixtures import SINE, untrained_run
-from metagrad.tasks.preprocess import Preprocessing
+import metagrad
+from adapt_fixtures import FOLDER, RGB_RUN, SINE, untrained_run
+from metagrad.errors import UsageError
 from metagrad.train.pretrained import PRETRAINED, PretrainedInit
+from reliability.test_api import raises
 from reliability.test_inputs import unreadable
 
 
@@ -83,16 +86,21 @@ def test_a_query_file_that_is_not_an_image(tmp_path, run, cli, keep):
     out.expect(2, f"query file {notes} is not a .png/.jpg/.jpeg image")
 
 
-def test_mixed_channel_counts_for_a_colour_model(tmp_path, cli, keep):
-    rgb = untrained_run(
-        tmp_path / "rgb",
-        overrides=["model.filters=8", "model.in_channels=3"],
-        preprocessing=Preprocessing(28, 3),
-    )
+def test_mixed_channel_counts(tmp_path, run):
+    # Image files of any mode become the model's channels (grey photos for a colour model,
+    # as the folder family trains on them); tensors are taken as they are, so theirs must agree.
+    learner = metagrad.load(run)
+    grey, colour = torch.rand(1, 28, 28), torch.rand(3, 28, 28)
+    with raises(UsageError, "example 1 has shape (3, 28, 28) but example 0 has (1, 28, 28)"):
+        learner.adapt([grey, colour], ["a", "b"])
+    with raises(UsageError, "the model takes (1, 28, 28)"):
+        learner.adapt(torch.stack([colour, colour]), ["a", "b"])
+    rgb = untrained_run(tmp_path / "rgb", FOLDER, RGB_RUN)
     s = support(tmp_path / "data")
     drawing(s / "a" / "colour.png", seed=5, mode="RGB")
-    out = adapt(cli, keep, tmp_path, rgb, "--support", s, "--query", query(tmp_path))
-    out.expect(2, "mix channel counts", "0.png is grey", "colour.png colour", "convert them all")
+    images = [p for c in sorted(s.iterdir()) for p in sorted(c.iterdir())]
+    adapted = metagrad.load(rgb).adapt(images, ["a", "a", "b"])
+    assert adapted.support_x.shape == (3, 3, 28, 28)
 
 
 def test_a_support_folder_with_nested_sub_folders(tmp_path, run, cli, keep):

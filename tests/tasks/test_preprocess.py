@@ -9,20 +9,20 @@ import pytest
 import torch
 from PIL import Image
 
-from adapt_fixtures import DATA, omniglot_drawings
+from adapt_fixtures import DATA, ROOT, omniglot_drawings
+from metagrad.config import load_config
 from metagrad.data.drawings import preprocess as omniglot_cache_preprocess
 from metagrad.data.natural import square
 from metagrad.data.omniglot import read_omniglot_folder
 from metagrad.errors import UsageError
+from metagrad.tasks.augment import METAOPTNET, MMFEWSHOT
 from metagrad.tasks.episodes import EpisodeIndices, gather_episodes
 from metagrad.tasks.preprocess import (
-    MMFEWSHOT_MEAN,
-    MMFEWSHOT_STD,
     Preprocessing,
-    image_channels,
     natural,
     omniglot,
 )
+from metagrad.train.image_tasks import image_preprocessing
 
 needs_omniglot = pytest.mark.skipif(
     not (DATA / "images_evaluation.npz").exists(), reason="no Omniglot data in ../shared/data"
@@ -109,29 +109,32 @@ def test_exif_orientation_is_applied(tmp_path):
     assert got[:9, :, 0].mean() > 200 and got[12:, :, 0].mean() < 50  # the bar is on top
 
 
-def test_natural_images_as_the_prepared_cache_then_the_centre_crop():
+def test_natural_images_as_the_prepared_cache_then_the_test_transform():
+    # A photo becomes what training made of it: `data prepare` stores it at 96 (short side,
+    # centre square), then the test transform crops the centre 84 and normalises.
     rng = np.random.default_rng(0)
-    for h, w in ((120, 100), (84, 84), (97, 300), (96, 96)):
+    for h, w in ((120, 100), (84, 84), (97, 300), (96, 96), (400, 97)):
         rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        cached = square(rgb, 96)  # data prepare: short side 96, centre 96x96
-        expected = cached[6:90, 6:90]  # MMFewShot's test transform: centre crop 84 of that
+        stored = torch.from_numpy(square(rgb, 96)[None].copy())  # [1, 96, 96, 3] as cached
         record = natural()
-        np.testing.assert_array_equal(record.pixels(Image.fromarray(rgb)), expected)
-        t = record.tensor(Image.fromarray(rgb))
-        mean = torch.tensor(MMFEWSHOT_MEAN).reshape(3, 1, 1)
-        std = torch.tensor(MMFEWSHOT_STD).reshape(3, 1, 1)
-        reference = (torch.tensor(expected).permute(2, 0, 1).float() - mean) / std
-        assert t.shape == (3, 84, 84) and torch.equal(t, reference)
+        np.testing.assert_array_equal(
+            record.pixels(Image.fromarray(rgb)), square(rgb, 96)[6:90, 6:90]
+        )
+        assert torch.equal(record.tensor(Image.fromarray(rgb)), MMFEWSHOT.test(stored)[0])
+    # CIFAR-FS / FC100 are stored at their 32x32 input size: the record keeps a 32x32 image.
+    cifar = image_preprocessing(
+        load_config(ROOT / "configs" / "cifar-fs" / "maml_conv4-32_5w1s.toml").task
+    )
+    tiny = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    expected = METAOPTNET.test(torch.from_numpy(tiny[None].copy()))[0]
+    assert torch.equal(cifar.tensor(Image.fromarray(tiny)), expected)
+    assert cifar.shape == (3, 32, 32) and cifar.mean == METAOPTNET.mean
 
 
 def test_grey_photos_become_grey_rgb_for_a_colour_model():
     grey = Image.fromarray(np.full((90, 90), 77, np.uint8))
     got = natural(84, resize=None, mean=None, std=None).pixels(grey)
     assert got.shape == (84, 84, 3) and (got == 77).all()
-    assert image_channels(grey) == 1 and image_channels(grey.convert("RGB")) == 3
-    assert image_channels(grey.convert("P")) == 1
-    colour = Image.fromarray(np.dstack([np.full((4, 4), v, np.uint8) for v in (9, 99, 199)]))
-    assert image_channels(colour.convert("P")) == 3
 
 
 def test_batch_stacks_and_refuses_nothing():

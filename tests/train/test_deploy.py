@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 
 import metagrad
-from adapt_fixtures import ROOT, SINE, untrained_run
+from adapt_fixtures import FOLDER, RGB_RUN, ROOT, SINE, untrained_run
 from metagrad.config import load_config
 from metagrad.errors import UsageError
-from metagrad.tasks.preprocess import Preprocessing, omniglot
+from metagrad.tasks.preprocess import omniglot
 from metagrad.train.adapted import Adapted
 from metagrad.train.build import INPUTS, TASK_BUILDERS, build_experiment
 from metagrad.train.deploy import Learner
@@ -135,21 +135,17 @@ def test_bad_labels_are_one_line(run, labels, words):
         metagrad.load(run).adapt(drawings(4), labels)
 
 
-def test_a_colour_model_refuses_a_support_set_of_grey_and_colour_images(tmp_path):
-    rgb = Preprocessing(28, 3)
-    colour_run = untrained_run(
-        tmp_path / "rgb", overrides=["model.filters=8", "model.in_channels=3"], preprocessing=rgb
-    )
-    learner = metagrad.load(colour_run)
+def test_a_colour_model_takes_grey_and_colour_images_alike(tmp_path):
+    learner = metagrad.load(untrained_run(tmp_path / "rgb", FOLDER, RGB_RUN))
+    assert learner.preprocessing.channels == 3 and learner.preprocessing.resize == 32
     grey = drawings(2)
     colour = [g.convert("RGB") for g in drawings(2, seed=1)]
-    with pytest.raises(UsageError, match="mix channel counts: image 0 is grey .* image 2 colour"):
-        learner.adapt(grey + colour, list("abab"))
-    assert learner.adapt([g.convert("RGB") for g in grey] + colour, list("abab")).classes == (
-        "a",
-        "b",
-    )
-    # A grey model sees every image grey: a mixed support set is no problem there.
+    adapted = learner.adapt(grey + colour, list("abab"))
+    assert adapted.support_x.shape == (4, 3, 28, 28)
+    # A grey image reaches the colour model as grey RGB: its three channels are equal.
+    pixels = learner.preprocessing.pixels(grey[0])  # [28, 28, 3] before normalisation
+    assert (pixels == pixels[..., :1]).all()
+    assert adapted.predict(grey[0]).probabilities.shape == (1, 2)
 
 
 def test_a_regression_run_adapts_tensors(tmp_path):

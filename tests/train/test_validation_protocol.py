@@ -17,6 +17,7 @@ CONFIGS = sorted((ROOT / "configs").glob("*/*.toml"))
 OMNIGLOT = ROOT.parent / "shared" / "data" / "omniglot"
 SUPERVISED = [c for c in CONFIGS if c.parent.name != "rl"]
 RL = [c for c in CONFIGS if c.parent.name == "rl"]
+NATURAL = ("cub", "mini-imagenet", "tiered-imagenet", "cifar-fs", "fc100")
 
 
 def _name(path: Path) -> str:
@@ -28,11 +29,21 @@ def test_every_shipped_config_is_covered():
 
 
 @pytest.mark.parametrize("path", SUPERVISED, ids=_name)
-def test_supervised_validation_runs_the_test_protocol(path, monkeypatch):
+def test_supervised_validation_runs_the_test_protocol(path, monkeypatch, request, tmp_path):
     from metagrad.train import testing
     from metagrad.train.build import build_experiment
 
     overrides = ["train.val_tasks=3", "eval.tasks=3"]
+    if path.parent.name in NATURAL:  # the fixture caches hold 2 images per class
+        cache = request.getfixturevalue("natural_cache")
+        overrides += [f"task.cache={cache}", "task.ways=2", "task.shots=1", "task.queries=1"]
+        overrides += ["eval.shots=1", "eval.queries=1"]
+    if path.parent.name == "folder":
+        from natural_fixtures import write_folder
+
+        root = write_folder(tmp_path / "classes", classes=10)
+        overrides += [f"task.root={root}", f"task.cache={tmp_path / 'cache'}", "task.ways=2"]
+        overrides += ["task.queries=1", "task.image_size=16"]
     if path.parent.name == "omniglot":
         if not (OMNIGLOT / "images_background.npz").exists():
             pytest.skip("the Omniglot data of ../shared/data is not here")

@@ -18,6 +18,7 @@ from metagrad.config.checks import (
     val_metric,
 )
 from metagrad.config.errors import ConfigError
+from metagrad.config.image_schema import IMAGE_FAMILIES, ImageTaskConfig
 from metagrad.config.loader import load_config, read_toml
 from metagrad.config.overrides import Override, apply_overrides, parse_override
 from metagrad.config.rl_schema import (
@@ -53,6 +54,7 @@ from metagrad.config.toml_writer import config_to_dict, config_to_toml
 
 __all__ = [
     "ALGORITHM_CONFIGS",
+    "IMAGE_FAMILIES",
     "MODEL_CONFIGS",
     "SECTIONS",
     "TASK_CONFIGS",
@@ -64,6 +66,7 @@ __all__ = [
     "ExperimentConfig",
     "FOMAMLConfig",
     "GaussianMLPConfig",
+    "ImageTaskConfig",
     "MAMLConfig",
     "MAMLTRPOAlgorithmConfig",
     "MLPConfig",

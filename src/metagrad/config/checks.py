@@ -105,6 +105,13 @@ def _cross_section(cfg: ExperimentConfig) -> list[Problem]:
             f"model {model.name!r} takes {'/'.join(sorted(model.modalities))} inputs, but task "
             f"family {task.family!r} has {task.modality} inputs; use a model that accepts them",
         )
+    channels, in_channels = getattr(task, "channels", None), getattr(model, "in_channels", None)
+    if None not in (channels, in_channels) and channels != in_channels:
+        add(
+            "model.in_channels",
+            f"is {in_channels} but {task.family} images have {channels} channel(s); "
+            f"set model.in_channels = {channels}",
+        )
     if task.kind not in algorithm.task_kinds:
         add(
             "algorithm.name",

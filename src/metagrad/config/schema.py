@@ -88,6 +88,7 @@ class OmniglotTaskConfig(TaskConfig):
     family: ClassVar[str] = "omniglot"
     kind: ClassVar[str] = "classification"
     modality: ClassVar[str] = "image"
+    channels: ClassVar[int] = 1  # grey: the model's in_channels must match
     root: str = "data/omniglot"  # dataset directory
     download: bool = False  # fetch the dataset into root if it is missing
     split: Literal["maml", "official", "vinyals"] = "maml"  # which classes train/val/test use

@@ -18,7 +18,13 @@ from metagrad.data.omniglot import (
     read_omniglot_npz,
     read_omniglot_zip,
 )
-from metagrad.data.prepare import NATURAL_SETS, LayoutError, load_prepared, prepare
+from metagrad.data.prepare import (
+    NATURAL_SETS,
+    LayoutError,
+    load_prepared,
+    prepare,
+    prepared_from,
+)
 from metagrad.data.safe_pickle import load_pickle
 from metagrad.data.splits import (
     DEFAULT_ROTATIONS,
@@ -51,6 +57,7 @@ __all__ = [
     "md5_of_file",
     "omniglot_split",
     "prepare",
+    "prepared_from",
     "preprocess",
     "read_cifar_fs",
     "read_cub",

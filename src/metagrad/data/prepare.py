@@ -49,8 +49,8 @@ _MAX_SHOWN = 20  # problems listed; a wholly wrong folder would otherwise print 
 class NaturalSet:
     """How to read one data set and what a complete copy holds."""
 
-    read: Callable[[Path], dict[str, ImageSplit]]
-    classes: tuple[int, int, int]  # train, val, test
+    read: Callable[[Path], dict[str, ImageSplit]] | None  # None: the caller reads (folders)
+    classes: tuple[int, int, int] | None  # train, val, test (None: any number)
     size: int  # stored side for sources of any size (already-square sources keep theirs)
     uniform: bool = False  # every class has as many images (600) in the release
     groups: tuple[int, int, int] | None = None  # categories or superclasses per split
@@ -77,16 +77,19 @@ def default_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "metagrad"
 
 
-def check_layout(name: str, splits: dict[str, ImageSplit]) -> list[str]:
+def check_layout(
+    name: str, splits: dict[str, ImageSplit], spec: NaturalSet | None = None
+) -> list[str]:
     """Problems with the class (and category) counts, the images per class (none; or, where
     the release has as many of every class, a class with another count) and classes in two
     splits."""
     problems = []
     seen: dict[str, str] = {}
-    spec = NATURAL_SETS[name]
-    for i, (split, want) in enumerate(zip(SPLIT_NAMES, spec.classes, strict=True)):
+    spec = spec or NATURAL_SETS[name]
+    wanted = spec.classes or (None, None, None)
+    for i, (split, want) in enumerate(zip(SPLIT_NAMES, wanted, strict=True)):
         s = splits[split]
-        if len(s.class_names) != want:
+        if want is not None and len(s.class_names) != want:
             problems.append(f"{split}: {len(s.class_names)} classes, {name} has {want}")
         if spec.groups and s.groups is not None and len(set(s.groups)) != spec.groups[i]:
             problems.append(
@@ -97,7 +100,7 @@ def check_layout(name: str, splits: dict[str, ImageSplit]) -> list[str]:
         for c, n in zip(s.class_names, counts, strict=True):
             if n == 0:
                 problems.append(f"{split}: class {c} has no images")
-            elif NATURAL_SETS[name].uniform and n != usual:
+            elif spec.uniform and n != usual:
                 # The release has 600 of every class: fewer means a partial copy.
                 problems.append(f"{split}: class {c} has {n} images, the others {usual}")
             if c in seen:
@@ -148,9 +151,26 @@ def prepare(
     """
     spec = NATURAL_SETS[name]
     root = Path(root).expanduser()
-    splits = spec.read(root)
-    problems = check_layout(name, splits)
-    folder = (Path(cache).expanduser() if cache is not None else default_cache()) / name
+    assert spec.read is not None
+    return write_cache(name, spec, spec.read(root), root, cache, progress)
+
+
+def write_cache(
+    name: str,
+    spec: NaturalSet,
+    splits: dict[str, ImageSplit],
+    root: Path,
+    cache: Path | str | None,
+    progress: Callable[[str], None] | None = None,
+    *,
+    key: str | None = None,
+    extra: dict | None = None,
+) -> list[str]:
+    """Check ``splits`` (read from ``root``) and write them to the cache folder ``key``
+    (default ``name``) with ``extra`` in its ``meta.json``; what :func:`prepare` does after
+    reading. Raises as :func:`prepare`."""
+    problems = check_layout(name, splits, spec)
+    folder = (Path(cache).expanduser() if cache is not None else default_cache()) / (key or name)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -159,6 +179,7 @@ def prepare(
             "naming a writable folder"
         ) from None
     meta: dict = {"name": name, "root": str(root.resolve()), "version": 1, "splits": {}}
+    meta.update(extra or {})
     # Temporary names are per process, so two preparations never write into one file; a
     # previous complete cache stays readable until the new one is complete.
     tmp = {
@@ -210,6 +231,22 @@ def prepare(
         f"{folder / f'{split}_images.npy'}"
         for split, s in splits.items()
     ]
+
+
+def prepared_meta(name: str, cache: Path | str | None = None) -> dict | None:
+    """The ``meta.json`` of ``name``'s complete cache, or ``None`` if there is none."""
+    folder = (Path(cache).expanduser() if cache is not None else default_cache()) / name
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def prepared_from(name: str, cache: Path | str | None = None) -> Path | None:
+    """The data root that ``name``'s complete cache was prepared from, or ``None``."""
+    root = (prepared_meta(name, cache) or {}).get("root")
+    return Path(root) if isinstance(root, str) else None
 
 
 def load_prepared(name: str, cache: Path | str | None = None) -> dict[str, ImageSplit]:

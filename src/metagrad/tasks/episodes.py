@@ -244,7 +244,7 @@ class EpisodeSampler:
             "version": _STATE_VERSION,
             "config": self._config(),
             "episodes_drawn": self.episodes_drawn,
-            "bit_generator": _ints_to_str(self._rng.bit_generator.state),
+            "bit_generator": ints_to_str(self._rng.bit_generator.state),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -259,18 +259,18 @@ class EpisodeSampler:
                 f"the saved sampler state is for {state['config']} but this sampler is "
                 f"{self._config()}; build the sampler with the same data and settings to resume"
             )
-        self._rng.bit_generator.state = _str_to_ints(state["bit_generator"])
+        self._rng.bit_generator.state = str_to_ints(state["bit_generator"])
         self.episodes_drawn = int(state["episodes_drawn"])
 
 
-def _ints_to_str(obj: Any) -> Any:
+def ints_to_str(obj: Any) -> Any:
     """Integers as decimal strings (128-bit generator state survives any JSON parser)."""
     if isinstance(obj, dict):
-        return {k: _ints_to_str(v) for k, v in obj.items()}
+        return {k: ints_to_str(v) for k, v in obj.items()}
     return str(obj) if isinstance(obj, (int, np.integer)) else obj
 
 
-def _str_to_ints(obj: Any) -> Any:
+def str_to_ints(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {k: _str_to_ints(v) for k, v in obj.items()}
+        return {k: str_to_ints(v) for k, v in obj.items()}
     return int(obj) if isinstance(obj, str) and obj.lstrip("-").isdigit() else obj

@@ -49,7 +49,6 @@ FILTERS = {
 # MMFewShot's normalisation of mini-ImageNet, tiered-ImageNet and CUB (0-255 scale).
 MMFEWSHOT_MEAN = (123.675, 116.28, 103.53)
 MMFEWSHOT_STD = (58.395, 57.12, 57.375)
-GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 
 @dataclass(frozen=True)
@@ -166,10 +165,12 @@ class Preprocessing:
         """``image`` as the model's input ``[channels, size, size]`` float32."""
         t = torch.from_numpy(np.array(self.pixels(image))).to(torch.float32)  # a writable copy
         t = t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1).contiguous()
+        t = t.div_(255.0)
         if self.mean is None:
-            return t.div_(255.0)
-        mean = torch.tensor(self.mean, dtype=torch.float32).reshape(-1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).reshape(-1, 1, 1)
+            return t
+        # In the order of metagrad.tasks.augment's normalisation, so the floats are its own.
+        mean = torch.tensor(self.mean, dtype=torch.float32).div_(255.0).reshape(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).div_(255.0).reshape(-1, 1, 1)
         return (t - mean) / std
 
     def batch(self, images: Sequence[Image.Image]) -> Tensor:
@@ -210,16 +211,6 @@ def natural(
     """MMFewShot's test transform of natural images: RGB, short side to 96 (bilinear), centre
     crop 84, normalised with the ImageNet mean and std on the 0-255 scale."""
     return Preprocessing(size, 3, resize=resize, resample="bilinear", mean=mean, std=std)
-
-
-def image_channels(image: Image.Image) -> int:
-    """1 if ``image`` holds grey levels only (1-bit, grey, or a palette of greys), else 3."""
-    if image.mode in GREY_MODES:
-        return 1
-    if image.mode in ("P", "PA"):
-        rgb = np.asarray(image.convert("RGB"))
-        return 1 if (rgb == rgb[..., :1]).all() else 3
-    return 3
 
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:

@@ -23,6 +23,7 @@ from torch import nn
 from metagrad.algorithms import MAML, MetaLearner, Reptile
 from metagrad.algorithms.baselines import Pretrained
 from metagrad.config import (
+    IMAGE_FAMILIES,
     Conv4Config,
     EvalSettings,
     ExperimentConfig,
@@ -40,15 +41,9 @@ from metagrad.registry import Registry
 from metagrad.tasks.preprocess import Preprocessing
 from metagrad.tasks.preprocess import omniglot as omniglot_preprocessing
 from metagrad.tasks.sinusoid import SinusoidTasks, TaskStream, fixed_tasks
+from metagrad.train.image_tasks import image_preprocessing, image_tasks
+from metagrad.train.rng import eval_seed
 from metagrad.types import Loss, TaskBatch
-
-VAL_SEED_OFFSET = 1_000_003  # validation tasks come from a stream distinct from the test one
-
-
-def eval_seed(cfg: ExperimentConfig, split: str) -> int:
-    """The seed of the fixed tasks of ``split`` ("val" or "test"), for every kind of run:
-    ``eval.seed`` for the test, offset by :data:`VAL_SEED_OFFSET` for validation."""
-    return cfg.eval.seed + (VAL_SEED_OFFSET if split == "val" else 0)
 
 
 class TrainStream(Protocol):
@@ -242,6 +237,18 @@ def _omniglot(cfg: ExperimentConfig, ev: EvalSettings) -> Tasks:
         return samplers[split].episodes(range(start, start + count))
 
     return stream, fixed, (1, task.image_size, task.image_size)
+
+
+def _image_inputs(cfg: ExperimentConfig) -> Inputs:
+    preprocessing = image_preprocessing(cfg.task)
+    return Inputs(preprocessing.shape, preprocessing)
+
+
+# The natural-image families (cub, mini-imagenet, tiered-imagenet, cifar-fs, fc100) and a
+# user's folder: one builder.
+for _family in IMAGE_FAMILIES:
+    TASK_BUILDERS.add(_family.family, image_tasks)
+    INPUTS.add(_family.family, _image_inputs)
 
 
 @MODEL_BUILDERS.register("mlp")

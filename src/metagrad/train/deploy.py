@@ -23,7 +23,6 @@ from pathlib import Path
 import safetensors
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor, nn
 
 from metagrad.algorithms import InnerLoop, MetaLearner
@@ -32,12 +31,11 @@ from metagrad.algorithms.normalization import BatchNormMode, check_mode
 from metagrad.algorithms.paths import TaskExecutor
 from metagrad.algorithms.reptile import minibatch_schedule
 from metagrad.config import ExperimentConfig, load_config, resolve_eval
-from metagrad.data.image_folders import read_image
 from metagrad.errors import UsageError
 from metagrad.functional.inner import run_inner
 from metagrad.functional.params import detached
 from metagrad.models import head_of
-from metagrad.tasks.preprocess import Preprocessing, image_channels
+from metagrad.tasks.preprocess import Preprocessing
 from metagrad.train.adapted import Adapted, Examples, as_inputs, is_adapted_file, load_adapted
 from metagrad.train.build import INPUTS, LEARNER_BUILDERS, model_for
 from metagrad.train.checkpoint import intact_checkpoints
@@ -107,10 +105,10 @@ class Learner:
 
         Raises:
             UsageError: fewer than two classes, labels that do not pair with the examples,
-                grey and colour images mixed for a colour model, an unknown head or mode.
+                tensors of mixed or wrong shapes, an unreadable image (named), an unknown head
+                or mode.
         """
         check_mode(batch_norm)
-        examples = _opened(examples)
         x = as_inputs(examples, self.preprocessing, self.input_shape)
         executor = TaskExecutor.create(self.model, "loop").with_copied_buffers()
         params = detached(self.algorithm.params)
@@ -120,7 +118,6 @@ class Learner:
                 f"{x.shape[0]} examples but {len(labels)} labels: give one label per example"
             )
         if self.classification:
-            _check_colours(examples, self.preprocessing)
             classes, y = _class_indices(labels)
             name = head_of(self.model)
             head = head or default_head(params[f"{name}.weight"].shape[0], len(classes))
@@ -138,33 +135,6 @@ class Learner:
         about = {"head": head, "inner_steps": inner.inner_steps, "source": self.source}
         return Adapted(
             executor, detached(phi), x, classes, self.preprocessing, self.config, batch_norm, about
-        )
-
-
-def _opened(examples: Examples) -> Examples:
-    """Image files opened (each named in its error), so their colour can be checked."""
-    if isinstance(examples, Tensor):
-        return examples
-    if isinstance(examples, Image.Image | str | os.PathLike):
-        examples = [examples]
-    return [read_image(e) if isinstance(e, str | os.PathLike) else e for e in examples]
-
-
-def _check_colours(examples: Sequence, preprocessing: Preprocessing | None) -> None:
-    """Refuse a support set mixing grey and colour images for a colour model: the grey ones
-    would reach it as grey RGB, and a class could be told apart by colour alone."""
-    if preprocessing is None or preprocessing.channels == 1:
-        return  # a grey model sees every image grey
-    images = [e for e in examples if isinstance(e, Image.Image)]
-    kinds: dict[int, int] = {}  # channels -> the first image that has them
-    for i, image in enumerate(images):
-        kinds.setdefault(image_channels(image), i)
-    if len(kinds) > 1:
-        name = [getattr(images[i], "filename", "") or f"image {i}" for i in (kinds[1], kinds[3])]
-        raise UsageError(
-            f"the support images mix channel counts: {name[0]} is grey (1 channel), {name[1]} "
-            "colour (3): a class could be told apart by colour alone; convert them all to "
-            "colour (or all to grey)"
         )
 
 

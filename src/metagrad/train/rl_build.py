@@ -28,7 +28,7 @@ from metagrad.rl.envs.base import BatchedEnv, Task
 from metagrad.rl.maml_trpo import MAMLTRPOConfig, meta_iteration
 from metagrad.rl.policy import GaussianMLPPolicy
 from metagrad.rl.pretrain import multitask_iteration
-from metagrad.train.build import eval_seed
+from metagrad.train.rng import eval_seed
 
 Iteration = Callable[..., tuple[Params, dict[str, Any]]]  # (env, policy, theta, tasks, ...)
 ITERATIONS: Registry[Iteration] = Registry("RL algorithm")

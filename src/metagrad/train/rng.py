@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from metagrad.train.io import CheckpointError
+
+if TYPE_CHECKING:
+    from metagrad.config import ExperimentConfig
+
+VAL_SEED_OFFSET = 1_000_003  # validation tasks come from a stream distinct from the test one
+
+
+def eval_seed(cfg: ExperimentConfig, split: str) -> int:
+    """The seed of the fixed tasks of ``split`` ("val" or "test"), for every kind of run:
+    ``eval.seed`` for the test, offset by :data:`VAL_SEED_OFFSET` for validation."""
+    return cfg.eval.seed + (VAL_SEED_OFFSET if split == "val" else 0)
 
 
 def capture_rng_state(generators: Mapping[str, np.random.Generator] | None = None) -> dict:

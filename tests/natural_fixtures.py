@@ -153,3 +153,18 @@ def write_cifar100(root: Path, per_class: int = 2, *, bytes_keys: bool = False) 
     with (folder / "meta").open("wb") as f:
         pickle.dump(meta, f, protocol=2)
     return folder
+
+
+def write_folder(root: Path, classes: int = 6, per_class: int = 3) -> Path:
+    """A user's folder data set: ``root/<class>/*`` of PNG and JPEG images in every size and
+    mode a user's photos and scans come in (RGB, grey, 1-bit, RGBA, palette)."""
+    modes = ["RGB", "L", "1", "RGBA", "P"]
+    for c in range(classes):
+        folder = root / f"class_{c:02d}"
+        folder.mkdir(parents=True)
+        for k in range(per_class):
+            img = Image.fromarray(rgb(100 * c + k, 40 + 7 * k, 30 + 5 * c))
+            img = img.convert(modes[(c + k) % len(modes)])
+            suffix = ".png" if img.mode in ("1", "RGBA", "P") or k % 2 else ".jpg"
+            img.save(folder / f"img_{k}{suffix}")
+    return root
