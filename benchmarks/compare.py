@@ -4,11 +4,13 @@ Usage::
 
     python benchmarks/compare.py --settings reference,k5 --iters 10 --warmup 2 --out results.json
     python benchmarks/compare.py --quick --tasks 2           # a 1-iteration smoke run
+    python benchmarks/compare.py --settings b105,test-5w1s --quick --size 16 --widths 4,8,8,8
 
-Per (setting, model): the FLOPs of the reference per-task loop are counted once; every
-implementation's meta-gradient after one iteration from the same weights is checked against
-metagrad's loop; then all are timed interleaved; then the working memory of one more iteration
-of each is measured. Prints a Markdown report and writes the JSON record to ``--out``.
+Per (setting, model): every implementation's meta-gradient after one iteration from the same
+weights (test episodes: its query predictions) is checked against metagrad's loop, whose FLOPs
+are counted during that check; then all are timed interleaved; then the working memory of one
+more iteration of each is measured. Prints a Markdown report and writes the JSON record to
+``--out``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,16 @@ from benchmarks import measure, report
 from benchmarks.memory import MemoryJob, isolated_working_memory
 from benchmarks.models import metagrad_model
 from benchmarks.peers import Implementation, build_implementations
-from benchmarks.settings import SETTINGS, Setting, make_batch, select_settings
+from benchmarks.settings import (
+    SETTINGS,
+    Setting,
+    add_override_args,
+    check_models,
+    make_batch,
+    overridden,
+    select_settings,
+    wanted,
+)
 
 REFERENCE = "metagrad-loop"
 
@@ -36,7 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--settings", default="reference", help=f"comma list of {list(SETTINGS)}, or all"
     )
-    p.add_argument("--models", default="max,stride", help="Conv4 variants to run: max,stride")
+    p.add_argument(
+        "--models",
+        default=None,
+        help="models to run, of max,stride,resnet12 (default: every model of each setting)",
+    )
     p.add_argument(
         "--impls",
         default=None,
@@ -45,9 +60,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=10, help="timed iterations per implementation")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 iteration, no warm-up")
-    p.add_argument("--tasks", type=int, default=None, help="override the meta-batch size")
+    add_override_args(p)
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
-    p.add_argument("--grad-tol", type=float, default=1e-4, help="relative meta-gradient tolerance")
+    p.add_argument(
+        "--grad-tol",
+        type=float,
+        default=1e-4,
+        help="relative tolerance of the meta-gradient (test episodes: of the predictions)",
+    )
     p.add_argument("--matmul-size", type=int, default=4096, help="n of the ceiling matmul")
     p.add_argument("--no-memory", action="store_true", help="skip the working-memory pass")
     p.add_argument(
@@ -74,15 +94,21 @@ def run_one(
     reference = metagrad_model(setting, pool, args.seed)
     impls, skipped = build_implementations(setting, pool, reference, patterns)
     by_name: dict[str, Implementation] = {i.name: i for i in impls}
-    flops = measure.count_flops(lambda: by_name[REFERENCE].meta_grad(batch))
+    ref, flops = measure.with_flops(lambda: by_name[REFERENCE].outputs(batch))
+    test = setting.mode == "test"
     checks = measure.check_gradients(
-        {n: (lambda i=i: i.meta_grad(batch)) for n, i in by_name.items()}, REFERENCE, args.grad_tol
+        {n: (lambda i=i: i.outputs(batch)) for n, i in by_name.items()},
+        REFERENCE,
+        args.grad_tol,
+        compare=measure.compare_predictions if test else measure.compare_grads,
+        ref=ref,
     )
+    checked = "predictions" if test else "meta-gradient"
     timings = measure.time_interleaved(
         {n: (lambda i=i: i.step(batch)) for n, i in by_name.items()}, args.iters, args.warmup
     )
     warnings = [
-        f"{setting.name}/{pool}: {n} meta-gradient differs from {REFERENCE} "
+        f"{setting.name}/{pool}: {n} {checked} differs from {REFERENCE}'s "
         f"(worst relative error {c.worst_rel:.2e} in {c.worst_tensor})"
         for n, c in checks.items()
         if not c.ok
@@ -113,6 +139,8 @@ def run_one(
         "model": pool,
         "description": setting.description,
         "tasks": setting.tasks,
+        "mode": setting.mode,
+        "checked": checked,
         "setting_fields": vars(setting),
         "flops": flops,
         "skipped": skipped,
@@ -130,10 +158,8 @@ def main(argv: list[str] | None = None) -> dict:
         from metagrad.runtime import keep_freed_memory
 
         keep_freed_memory()
-    settings = select_settings(args.settings)
-    if args.tasks:
-        settings = [s.replace(tasks=args.tasks) for s in settings]
-    models = [m.strip() for m in args.models.split(",")]
+    settings = overridden(select_settings(args.settings), args)
+    check_models(args.models, settings)
     warnings: list[str] = []
     load_before, foreign_before = measure.load_average(), measure.foreign_load(1.0)
     if load_before[0] > 0.5:
@@ -146,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     runs = []
     for setting in settings:
         for pool in setting.pools:
-            if pool != "mlp" and pool not in models:
+            if not wanted(pool, args.models):
                 continue
             print(f"# running {setting.name} / {pool} ...", file=sys.stderr, flush=True)
             run, warn = run_one(setting, pool, args, ceiling_before)

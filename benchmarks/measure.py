@@ -20,19 +20,27 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 QUIET_CORES = 0.25  # foreign CPU (in cores) below which an iteration counts as quiet
 MIN_QUIET = 3  # quiet iterations needed to take the median over quiet ones only
+T = TypeVar("T")
 
 
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs of ``fn()`` (matmuls and convolutions, forward and all backward passes)."""
+    return with_flops(fn)[1]
+
+
+def with_flops(fn: Callable[[], T]) -> tuple[T, int]:
+    """``fn()`` and its FLOPs: the reference's check call counts them at no extra iteration
+    (one second-order ResNet12 iteration at 84x84 takes about 40 s on 2 cores)."""
     with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
+        result = fn()
+    return result, int(counter.get_total_flops())
 
 
 def matmul_gflops(n: int = 4096, reps: int = 3) -> float:
@@ -250,8 +258,39 @@ def compare_grads(
     return GradCheck(global_rel, worst, worst_name, ok)
 
 
+def compare_predictions(
+    pred: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], tol: float
+) -> GradCheck:
+    """Test-episode outputs against the reference's; ``ok`` when every error is below ``tol``.
+
+    ``pred`` gives the per-task query ``loss`` and ``accuracy`` and possibly the ``logits``
+    (``metagrad.evaluate`` reports no logits); each must be in ``ref``. Loss and logits: largest
+    absolute difference over the reference's largest magnitude. Accuracy: largest absolute
+    difference, a multiple of ``1 / queries``, so below ``tol`` means every task's accuracy is
+    equal (two float32 logits of one query within rounding of each other are too rare to
+    matter). ``global_rel`` is the loss's error.
+    """
+    missing = {"loss", "accuracy"} - set(pred)
+    if missing or not set(pred) <= set(ref):
+        unknown = sorted(set(pred) - set(ref))
+        what = f"missing {sorted(missing)}" if missing else f"unknown {unknown}"
+        return GradCheck(float("inf"), float("inf"), f"predictions {what}", False)
+    errors = {}
+    for k, v in pred.items():
+        diff = (v.double() - ref[k].double()).abs().max()
+        scale = 1.0 if k == "accuracy" else float(ref[k].double().abs().max())
+        errors[k] = float(diff) / max(scale, 1e-300)
+    worst = max(errors, key=lambda k: (errors[k] != errors[k], errors[k]))  # NaN is the worst
+    ok = all(e < tol for e in errors.values())
+    return GradCheck(errors["loss"], errors[worst], worst, ok)
+
+
 def check_gradients(
-    grad_fns: dict[str, Callable[[], dict[str, torch.Tensor]]], reference: str, tol: float
+    grad_fns: dict[str, Callable[[], dict[str, torch.Tensor]]],
+    reference: str,
+    tol: float,
+    compare: Callable[..., GradCheck] = compare_grads,
+    ref: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, GradCheck]:
     """Meta-gradients of every implementation against ``reference``'s (all from equal weights).
 
@@ -259,11 +298,11 @@ def check_gradients(
         grad_fns: name -> a callable returning that implementation's meta-gradient by name.
         reference: the name of the reference implementation among ``grad_fns``.
         tol: worst per-tensor relative error allowed.
+        compare: the comparison (:func:`compare_predictions` for test episodes' outputs).
+        ref: the reference's result if already computed (its call is then not repeated).
     """
-    ref = grad_fns[reference]()
-    return {
-        n: compare_grads(ref if n == reference else fn(), ref, tol) for n, fn in grad_fns.items()
-    }
+    ref = grad_fns[reference]() if ref is None else ref
+    return {n: compare(ref if n == reference else fn(), ref, tol) for n, fn in grad_fns.items()}
 
 
 def summarize(timing: Timing, tasks: int, flops: int, ceiling: float) -> dict[str, float | str]:

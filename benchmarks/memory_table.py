@@ -24,18 +24,30 @@ from benchmarks import report
 from benchmarks.memory import MemoryJob, isolated_working_memory
 from benchmarks.models import metagrad_model
 from benchmarks.peers import build_implementations, selected
-from benchmarks.settings import select_settings
+from benchmarks.settings import (
+    add_override_args,
+    check_models,
+    overridden,
+    select_settings,
+    wanted,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--settings", default="reference", help="comma list of settings, or all")
-    p.add_argument("--models", default="max,stride", help="Conv4 variants to run: max,stride")
+    p.add_argument(
+        "--models",
+        default=None,
+        help="models to run, of max,stride,resnet12 (default: every model of each setting)",
+    )
     p.add_argument(
         "--impls",
-        default="metagrad-loop,metagrad-auto,l2l,higher,torchopt",
+        default="metagrad-loop,metagrad-loop-recompute,metagrad-auto,metagrad-test,l2l,higher,"
+        "torchopt",
         help="fnmatch patterns of implementation names",
     )
+    add_override_args(p)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--keep-freed-memory", action="store_true", help="as compare.py")
     p.add_argument("--seed", type=int, default=0)
@@ -47,9 +59,11 @@ def measure_all(args: argparse.Namespace) -> list[dict]:
     """One row per (setting, model): MB by implementation name, and what was skipped."""
     rows = []
     patterns = args.impls.split(",")
-    for setting in select_settings(args.settings):
+    settings = overridden(select_settings(args.settings), args)
+    check_models(args.models, settings)
+    for setting in settings:
         for pool in setting.pools:
-            if pool != "mlp" and pool not in args.models.split(","):
+            if not wanted(pool, args.models):
                 continue
             reference = metagrad_model(setting, pool, args.seed)
             impls, skipped = build_implementations(setting, pool, reference, patterns)

@@ -1,4 +1,5 @@
-"""The shared networks: metagrad's built-in models and their plain ``torch.nn`` twins.
+"""The shared networks: metagrad's built-in models (Conv4, ResNet12, MLP) and their plain
+``torch.nn`` twins.
 
 The peers (learn2learn, higher, torchopt) run the ``torch.nn`` twins, which have the same
 parameters as metagrad's models in the same order, so one set of weights initialises all.
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmarks.settings import Setting
-from metagrad.models import MLP, Conv4
+from metagrad.models import MLP, Conv4, ResNet12
 
 
 class TorchConv4(nn.Module):
@@ -57,6 +58,57 @@ class TorchConv4(nn.Module):
         return self.head(h)
 
 
+class TorchResidualStage(nn.Module):
+    """One stage of :class:`TorchResNet12`, registered in the order of metagrad's
+    ``ResidualStage``: three conv3x3 (no bias) + BatchNorm, the 1x1 shortcut + BatchNorm."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+
+        def bn() -> nn.BatchNorm2d:
+            return nn.BatchNorm2d(out_channels, track_running_stats=False)
+
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.norm1 = bn()
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.norm2 = bn()
+        self.conv3 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.norm3 = bn()
+        self.shortcut = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.norm_shortcut = bn()
+        self.act = nn.LeakyReLU(0.1)
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: Tensor) -> Tensor:  # [N, C, H, W] -> [N, C', H/2, W/2]
+        out = self.act(self.norm1(self.conv1(x)))
+        out = self.act(self.norm2(self.conv2(out)))
+        out = self.norm3(self.conv3(out))
+        return self.pool(self.act(out + self.norm_shortcut(self.shortcut(x))))
+
+
+class TorchResNet12(nn.Module):
+    """ResNet12 from plain ``torch.nn`` (no DropBlock: off in every MAML config of MMFewShot):
+    four residual stages, global average pool, linear head.
+
+    Args:
+        ways: classes of the linear head.
+        in_channels: image channels.
+        widths: channels of the four stages.
+    """
+
+    def __init__(self, ways: int, in_channels: int, widths: tuple[int, ...]) -> None:
+        super().__init__()
+        channels, stages = in_channels, []
+        for width in widths:
+            stages.append(TorchResidualStage(channels, width))
+            channels = width
+        self.features = nn.Sequential(*stages)
+        self.head = nn.Linear(channels, ways)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x).mean(dim=(-2, -1)))  # [N, ways]
+
+
 class TorchMLP(nn.Module):
     """The sinusoid regressor ``1-40-40-1`` with ReLU, from plain ``torch.nn``."""
 
@@ -72,10 +124,13 @@ class TorchMLP(nn.Module):
 
 
 def metagrad_model(setting: Setting, pool: str, seed: int = 0) -> nn.Module:
-    """metagrad's built-in model for ``setting`` (``pool``: "max", "stride" or "mlp")."""
+    """metagrad's built-in model for ``setting`` (``pool``: "max", "stride", "resnet12" or
+    "mlp")."""
     torch.manual_seed(seed)
     if pool == "mlp":
         return MLP(1, 1, hidden=(40, 40))
+    if pool == "resnet12":
+        return ResNet12(setting.ways, setting.channels, widths=setting.widths)
     return Conv4(setting.ways, setting.channels, setting.filters, setting.size, pool=pool)
 
 
@@ -83,6 +138,8 @@ def torch_model(setting: Setting, pool: str) -> nn.Module:
     """The plain ``torch.nn`` twin of :func:`metagrad_model` (random weights; load a state)."""
     if pool == "mlp":
         return TorchMLP()
+    if pool == "resnet12":
+        return TorchResNet12(setting.ways, setting.channels, setting.widths)
     return TorchConv4(setting.ways, setting.channels, setting.filters, setting.size, pool)
 
 
@@ -90,8 +147,9 @@ def twin(reference: nn.Module, setting: Setting, pool: str) -> nn.Module:
     """A ``torch.nn`` model holding a copy of ``reference``'s weights.
 
     Parameters are matched by position (both models register them in the same order: each
-    block's convolution weight and bias, BatchNorm weight and bias, then the head), so the copy
-    does not depend on how metagrad names its submodules.
+    block's convolution weight and bias, BatchNorm weight and bias, then the head; for ResNet12
+    each stage's three convolutions and BatchNorms, then its shortcut's), so the copy does not
+    depend on how metagrad names its submodules.
 
     Raises:
         ValueError: the numbers or shapes of the parameters differ.

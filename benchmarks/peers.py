@@ -11,6 +11,9 @@ task (their low-memory usage): learn2learn ``MAML.clone()/adapt()``, higher
 ``innerloop_ctx(copy_initial_weights=False)``, torchopt ``MetaSGD`` with
 ``extract_state_dict``/``recover_state_dict`` and torchopt's functional API (``torchopt.sgd``,
 ``apply_updates``) over ``torch.func.functional_call``.
+
+Test-episode settings (``mode="test"``) have implementations of their own in
+:mod:`benchmarks.episodes`; :func:`build_implementations` builds either kind.
 """
 
 from __future__ import annotations
@@ -74,6 +77,11 @@ class Implementation:
         self.meta_backward(batch)
         self.opt.step()
 
+    def outputs(self, batch: TaskBatch) -> dict[str, Tensor]:
+        """What the harness checks against the reference: here the meta-gradient (test episodes
+        check their predictions, see :mod:`benchmarks.episodes`)."""
+        return self.meta_grad(batch)
+
     def meta_grad(self, batch: TaskBatch) -> dict[str, Tensor]:
         """The meta-gradient of ``batch`` at the current weights, by parameter name (no step)."""
         self.prepare()
@@ -103,7 +111,8 @@ class MetagradImpl(Implementation):
             path=path,
             **options,
         )
-        self.detail = f"path={path}" + (f", conv={self.conv}" if setting.net == "conv4" else "")
+        self.detail = f"path={path}" + (f", conv={self.conv}" if setting.net == "cnn" else "")
+        self.detail += "".join(f", {k}={v}" for k, v in options.items())
         if path == "auto":
             self.detail += f" (resolves to {resolved_path(model)})"
 
@@ -229,14 +238,19 @@ PEERS = {
 }
 
 
-def metagrad_variants(setting: Setting) -> list[tuple[str, str, str | None]]:
-    """``(name, path, conv)`` of every metagrad variant; conv kernels read from CONV_IMPLS now."""
-    variants = [("metagrad-loop", "loop", None)]
-    if setting.net == "conv4":
-        variants += [(f"metagrad-vec-{c}", "vectorized", c) for c in kernels.CONV_IMPLS]
+def metagrad_variants(setting: Setting) -> list[tuple[str, str, str | None, dict]]:
+    """``(name, path, conv, MAML options)`` of every metagrad variant of a training setting;
+    conv kernels read from CONV_IMPLS now."""
+    variants: list[tuple[str, str, str | None, dict]] = [("metagrad-loop", "loop", None, {})]
+    if setting.recompute:
+        variants.append(("metagrad-loop-recompute", "loop", None, {"recompute_inner": True}))
+    if not setting.batched:
+        return variants
+    if setting.net == "cnn":
+        variants += [(f"metagrad-vec-{c}", "vectorized", c, {}) for c in kernels.CONV_IMPLS]
     else:
-        variants.append(("metagrad-vec", "vectorized", None))
-    return [*variants, ("metagrad-auto", "auto", None)]
+        variants.append(("metagrad-vec", "vectorized", None, {}))
+    return [*variants, ("metagrad-auto", "auto", None, {})]
 
 
 def selected(name: str, patterns: list[str] | None) -> bool:
@@ -256,14 +270,19 @@ def build_implementations(
         patterns: ``fnmatch`` patterns of implementation names to keep (None: all).
 
     Returns:
-        The implementations (``metagrad-loop`` first, the gradient reference) and, for each one
-        left out, why.
+        The implementations (``metagrad-loop`` first, the reference the others are checked
+        against) and, for each one left out, why.
     """
+    if setting.mode == "test":
+        from benchmarks.episodes import build_episodes  # it imports this module
+
+        return build_episodes(setting, pool, reference, patterns)
     impls: list[Implementation] = []
     skipped: dict[str, str] = {}
-    for name, path, conv in metagrad_variants(setting):
+    for name, path, conv, options in metagrad_variants(setting):
         if name == "metagrad-loop" or selected(name, patterns):
-            impls.append(MetagradImpl(name, copy.deepcopy(reference), setting, path, conv))
+            model = copy.deepcopy(reference)
+            impls.append(MetagradImpl(name, model, setting, path, conv, **options))
     for name in setting.peers:
         if not selected(name, patterns):
             continue

@@ -15,7 +15,12 @@ from benchmarks.l2l_loader import L2L_VERSION, l2l_available
 from metagrad.models import kernels
 
 REPO = Path(__file__).resolve().parents[1]
-POOL_NAMES = {"max": "max-pool Conv4", "stride": "strided Conv4 (MAML paper)", "mlp": "MLP"}
+POOL_NAMES = {
+    "max": "max-pool Conv4",
+    "stride": "strided Conv4 (MAML paper)",
+    "resnet12": "ResNet12",
+    "mlp": "MLP",
+}
 
 
 def _version(dist: str) -> str | None:
@@ -87,15 +92,18 @@ def _flops(n: int) -> str:
 
 def run_table(run: dict) -> str:
     """The Markdown section of one (setting, model) run: results and speed-ups."""
+    test = run.get("mode") == "test"
+    unit, checked = ("episode", "pred") if test else ("meta-iteration", "grad")
     title = (
         f"### {run['setting']} / {POOL_NAMES.get(run['model'], run['model'])}\n\n"
         f"{run['description']}; meta-batch {run['tasks']}; "
-        f"{_flops(run['flops'])} per meta-iteration (reference loop, "
+        f"{_flops(run['flops'])} per {unit} (reference loop, "
         "counted once, used for every implementation).\n"
     )
+    rule = "| --- | " + "--- | " * 8
     head = (
-        "| implementation | s / iter | tasks/s | GFLOP/s | % of matmul | working MB "
-        "| grad rel. err | grads | detail |\n| --- | " + "--- | " * 8
+        f"| implementation | s / {'episode' if test else 'iter'} | tasks/s | GFLOP/s "
+        f"| % of matmul | working MB | {checked} rel. err | {checked}s | detail |\n{rule}"
     )
     rows = []
     for name, r in run["impls"].items():
