@@ -12,6 +12,9 @@ only torch and
   what a model declares to run them all at once.
 - :class:`HeadedModule`: what a model declares so that ``inner_params = "head"`` / ``"body"``
   (ANIL, BOIL) know its head, and ANIL can adapt the head on features computed once.
+- :data:`STATISTICS_MASK`: the slot through which a caller tells metagrad's BatchNorm layers
+  which examples of a batch give the statistics (the BatchNorm modes of
+  :mod:`metagrad.algorithms.normalization`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,14 @@ Objective = Callable[[Params, Any], Tensor]  # objective(params, data) -> scalar
 # "vmap" through torch.func.vmap, "auto" the model's preferred path.
 ExecutionPath = Literal["auto", "loop", "vectorized", "vmap"]
 PATHS: tuple[ExecutionPath, ...] = ("auto", "loop", "vectorized", "vmap")
+
+# The name of an empty (None) buffer of metagrad.models.BatchNorm. A caller that passes a bool
+# tensor ``[N]`` under ``"<layer>.statistics_mask"`` to ``functional_call`` makes the layer
+# normalise all N examples of the batch with the statistics of the examples marked True (the
+# support set of ``[support; queries]``); None (the default) uses the whole batch. The name is
+# here because the core (algorithms) sets it and the models read it, and neither imports the
+# other.
+STATISTICS_MASK = "statistics_mask"
 
 
 @runtime_checkable

@@ -40,7 +40,8 @@ def run_dir(tmp_path_factory):
 @pytest.mark.parametrize(
     "command,expected",
     [
-        ([], ["train", "test", "list", "plot", "data"]),
+        ([], ["train", "test", "list", "plot", "data", "adapt", "pretrained"]),
+        (["adapt"], ["--support", "--query", "--steps", "--head", "--out", "--save-adapted"]),
         (["train"], ["--set", "--out", "--resume", "--no-test"]),
         (["test"], ["--checkpoint", "--set", "results.json"]),
         (["plot"], ["--baseline"]),

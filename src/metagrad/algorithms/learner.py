@@ -31,6 +31,7 @@ from metagrad.algorithms.maml import (
     multi_step_objective,
 )
 from metagrad.algorithms.mamlpp import first_order_at, msl_weights
+from metagrad.algorithms.normalization import BatchNormMode, predict_with
 from metagrad.algorithms.paths import (
     TaskExecutor,
     autocast_dtype,
@@ -164,24 +165,43 @@ class MetaLearner:
         )
         return detached(phi)
 
-    def predict(self, params: Params, x: Tensor) -> Tensor:
+    def predict(
+        self,
+        params: Params,
+        x: Tensor,
+        *,
+        batch_norm: BatchNormMode = "transductive",
+        support_x: Tensor | None = None,
+    ) -> Tensor:
         """The model's output on ``x [N, ...]`` with the given (adapted) parameters.
 
-        Warns (once) when ``x`` is a single example and the model normalises with the batch's
+        Args:
+            params: the adapted parameters.
+            x: the examples to predict.
+            batch_norm: whose statistics normalise ``x`` (see
+                :mod:`metagrad.algorithms.normalization`): ``"transductive"`` (the batch
+                ``x`` itself, the papers' protocol), ``"non-transductive"`` (the support set
+                plus each example) or ``"support"`` (the support set alone).
+            support_x: the support set adapted to; needed by the last two modes.
+
+        Warns (once) when ``x`` is a single example normalised transductively with the batch's
         statistics: the statistics of one example normalise it to zero, so the output barely
         depends on it.
         """
-        if x.shape[0] == 1 and not self._warned and uses_batch_statistics(self.model):
+        single = x.shape[0] == 1 and batch_norm == "transductive"
+        if single and not self._warned and uses_batch_statistics(self.model):
             self._warned = True
             warnings.warn(
                 "predict() on a single example with transductive BatchNorm normalises it with "
-                "its own statistics, which erases it (near-uniform outputs); predict a batch "
-                'of examples, or use norm="running" (model.eval() for torch.nn BatchNorm)',
+                "its own statistics, which erases it (near-uniform outputs); pass "
+                "batch_norm='support' with the support_x adapted to, predict a batch of "
+                'examples, or use norm="running" (model.eval() for torch.nn BatchNorm)',
                 UserWarning,
                 stacklevel=2,
             )
+        executor = TaskExecutor.create(self.model, "loop").with_copied_buffers()
         with torch.no_grad():
-            return TaskExecutor.create(self.model, "loop").with_copied_buffers().forward(params, x)
+            return predict_with(executor, params, x, batch_norm, support_x)
 
     def backward(self, batch: TaskBatch) -> MetaOutput:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -90,9 +90,9 @@ def message(error: BaseException) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"train": train, "test": test, "list": list_things, "plot": plot, "data": data}[
-        args.command
-    ](args)
+    commands = {"train": train, "test": test, "list": list_things, "plot": plot, "data": data}
+    commands |= {"adapt": adapt, "pretrained": pretrained}
+    return commands[args.command](args)
 
 
 def train(args: argparse.Namespace) -> int:
@@ -163,6 +163,34 @@ def list_things(args: argparse.Namespace) -> int:
         print(f"  {group + ':':<13} " + ", ".join(names))
     print("models: " + ", ".join(sorted(MODEL_CONFIGS)))
     print("task families: " + ", ".join(sorted(TASK_CONFIGS)))
+    return 0
+
+
+def adapt(args: argparse.Namespace) -> int:
+    from metagrad.train.adapting import adapt_folders, summary, write_predictions
+
+    report = adapt_folders(args.model, args.support, args.query, args.steps, args.head)
+    if args.out is not None:
+        write_predictions(args.out, report)
+    if args.save_adapted is not None:
+        report.adapted.save(args.save_adapted)
+    print(summary(report))
+    for path, what in ((args.out, "predictions"), (args.save_adapted, "adapted model")):
+        if path is not None:
+            print(f"wrote the {what} to {path}")
+    return 0
+
+
+def pretrained(args: argparse.Namespace) -> int:
+    from metagrad.train.pretrained import PRETRAINED
+
+    if not PRETRAINED:
+        print(
+            "no pretrained initialisations are shipped in this version: adapt a run of your "
+            "own (metagrad adapt RUN_DIR --support DIR --query PATH)"
+        )
+    for entry in PRETRAINED.values():
+        print(entry.line())
     return 0
 
 

@@ -17,6 +17,7 @@ EPILOG = """examples:
   metagrad plot runs/sinusoid-maml-10shot
   metagrad train configs/rl/maml_trpo_nav2d.toml
   metagrad plot runs/maml-trpo-nav2d --baseline runs/pretrained-nav2d
+  metagrad adapt runs/o5 --support my_classes --query photos --out predictions.csv
   metagrad list
 """
 
@@ -104,6 +105,40 @@ def _parser() -> argparse.ArgumentParser:
         help="a run to draw alongside (e.g. pretrained, or a `metagrad test CONFIG --out "
         "DIR` of an untrained policy); repeatable",
     )
+
+    a = sub.add_parser(
+        "adapt",
+        help="adapt a trained model to your own classes and classify images",
+        description="Adapt MODEL to the classes of --support DIR (one sub-folder of images per "
+        "class, the folder name is the class name) with the model's test-time inner loop, then "
+        "classify every --query image (files, or the .png/.jpg/.jpeg files of folders). Images "
+        "of any size and mode are preprocessed as the model's training images were; BatchNorm "
+        "uses the support set's statistics, so each image's answer is its own.",
+    )
+    a.add_argument(
+        "model",
+        help="a run directory, a checkpoint (.safetensors), an adapted model (--save-adapted), "
+        "or the name of a pretrained initialisation (metagrad pretrained)",
+    )
+    a.add_argument("--support", type=Path, metavar="DIR", help="one sub-folder of images per class")
+    a.add_argument(
+        "--query", nargs="+", required=True, metavar="PATH", help="image files or folders"
+    )
+    a.add_argument("--steps", type=int, help="inner steps (default: the model's test steps)")
+    a.add_argument(
+        "--head",
+        choices=["trained", "zero", "prototypes"],
+        help="how the classifier's head starts: prototypes (default; any number of classes), "
+        "zero, or trained (the meta-learned head, when the classes are as many as its units)",
+    )
+    a.add_argument("--out", type=Path, metavar="FILE", help="write every prediction to this CSV")
+    a.add_argument(
+        "--save-adapted",
+        type=Path,
+        metavar="FILE",
+        help="save the adapted model (safetensors) for metagrad.load or a later metagrad adapt",
+    )
+    sub.add_parser("pretrained", help="list the pretrained meta-initialisations shipped")
 
     d = sub.add_parser("data", help="download or prepare data sets")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")

@@ -13,14 +13,14 @@ from itertools import chain
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from metagrad.algorithms.paths import TaskExecutor, autocast_dtype, has_running_stats
+from metagrad.algorithms.normalization import BatchNormMode, check_mode, predict_with
+from metagrad.algorithms.paths import TaskExecutor, autocast_dtype
 from metagrad.algorithms.reptile import minibatch_schedule
 from metagrad.checks import count_problem, require
 from metagrad.functional.inner import InnerLoop, initial
 from metagrad.functional.params import detached, expand_tasks
-from metagrad.types import Loss, Params, TaskBatch, TaskBatchedModule
+from metagrad.types import Loss, Params, TaskBatch
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,7 @@ def evaluate(
     inner_batch_size: int | None = None,
     seed: int = 0,
     score_every: int = 1,
+    batch_norm: BatchNormMode | None = None,
 ) -> EvalResult:
     """Adapt to every task of ``batches`` and score its query set after each inner step.
 
@@ -149,8 +150,14 @@ def evaluate(
             Scoring is the cost of a non-transductive evaluation (``n_query`` forward passes of
             ``n_support + 1`` examples per scored step), so a long adaptation scored at
             every step spends far more time scoring than adapting.
+        batch_norm: whose statistics normalise the queries, one of
+            :data:`~metagrad.algorithms.normalization.BATCH_NORM_MODES` (``"support"``: the
+            support set's alone, as ``metagrad adapt`` predicts); None: ``"transductive"`` or
+            ``"non-transductive"`` as ``transductive`` says.
     """
     require("score_every", count_problem(score_every, 1))
+    mode = batch_norm or ("transductive" if transductive else "non-transductive")
+    check_mode(mode)
     last = inner.inner_steps
     scored = tuple(s for s in range(last + 1) if s % score_every == 0 or s == last)
     theta = detached(params)
@@ -172,11 +179,12 @@ def evaluate(
                 continue
             step_params = detached(step_params)  # [tasks, ...]
             with torch.no_grad():
-                if transductive:
+                if mode == "transductive":
                     out = executor.predict_all(step_params, batch.query_x)  # [tasks, n_query, ..]
-                else:  # each task's queries grouped with its support set
+                else:  # each task's queries normalised with its support set (and themselves)
+                    tasks = [(_task(step_params, i), t) for i, t in enumerate(batch)]
                     out = torch.stack(
-                        [_predict(executor, _task(step_params, i), t) for i, t in enumerate(batch)]
+                        [predict_with(executor, p, t.query_x, mode, t.support_x) for p, t in tasks]
                     )
                 step_loss = executor.task_losses(loss, out, batch.query_y).cpu().numpy()
                 step_losses.append(np.nan_to_num(step_loss, nan=np.inf))  # diverged: inf
@@ -192,20 +200,3 @@ def evaluate(
 
 def _task(params: Params, i: int) -> Params:
     return {k: v[i] for k, v in params.items()}
-
-
-def _predict(executor: TaskExecutor, params: Params, task) -> Tensor:
-    """One task's query predictions, non-transductively: each query example is normalised in a
-    batch of the support set and that example alone."""
-    model = executor.model
-    running = has_running_stats(model)
-    if running and not model.training:  # running statistics in eval mode never mix examples
-        return executor.forward(params, task.query_x)
-    # Each query example joins the support set alone: [n_query, n_support + 1, ...].
-    sx = task.support_x
-    groups = torch.cat(
-        [sx.expand(task.query_x.shape[0], *sx.shape), task.query_x.unsqueeze(1)], dim=1
-    )
-    if isinstance(model, TaskBatchedModule) and not running:  # any leading dims: all groups
-        return executor.forward(params, groups)[:, -1]
-    return torch.stack([executor.forward(params, g)[-1] for g in groups])

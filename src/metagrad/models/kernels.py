@@ -101,23 +101,39 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, padd
 
 
 def batch_norm(
-    x: Tensor, weight: Tensor | None, bias: Tensor | None, spatial_dims: int, eps: float = 1e-5
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    spatial_dims: int,
+    eps: float = 1e-5,
+    mask: Tensor | None = None,
 ) -> Tensor:
     """Normalise with the statistics of the current batch (the papers' "transductive" BN).
 
     ``x`` is ``[*groups, N, C, *spatial]``: statistics are per channel over the ``N`` examples
     (and spatial positions) of each group, e.g. of each task for ``x [tasks, N, C, H, W]``.
-    ``weight``/``bias`` are ``[C]`` (shared) or ``[tasks, C]`` (per task).
-    Per-task weights and grouped inputs use ``torch.var_mean`` and one fused multiply-add;
-    a single group with shared weights uses PyTorch's fused batch-norm kernel (faster).
+    ``weight``/``bias`` are ``[C]`` (shared) or ``[tasks, C]`` (per task). ``mask`` (bool
+    ``[N]``, optional) takes the statistics from the examples it marks only and normalises all
+    ``N`` with them: ``[support; queries]`` with the support marked gives every query the
+    support set's statistics, whatever the other queries (the ``"support"`` BatchNorm mode).
+    Per-task weights, grouped inputs and masks use ``torch.var_mean`` and one fused
+    multiply-add; a single group with shared weights uses PyTorch's fused kernel (faster).
     """
     examples = x.dim() - spatial_dims - 2
-    if examples == 0 and (weight is None or weight.dim() == 1):
+    if mask is None and examples == 0 and (weight is None or weight.dim() == 1):
         # One group with shared weights (the per-task loop): PyTorch's fused kernel, exact to
         # every order here because metagrad never differentiates inside vmap (see README).
         return F.batch_norm(x, None, None, weight, bias, training=True, eps=eps)
     dims = (examples, *range(examples + 2, x.dim()))
-    var, mean = torch.var_mean(x, dim=dims, keepdim=True, correction=0)
+    reference = x
+    if mask is not None:
+        if mask.dtype != torch.bool or mask.shape != (x.shape[examples],):
+            raise ValueError(
+                f"a BatchNorm statistics mask must be bool [{x.shape[examples]}] (one entry per "
+                f"example), got {mask.dtype} {list(mask.shape)}"
+            )
+        reference = x.index_select(examples, mask.nonzero().squeeze(-1))
+    var, mean = torch.var_mean(reference, dim=dims, keepdim=True, correction=0)
     inv_std = torch.rsqrt(var + eps)
     if weight is None:
         return (x - mean) * inv_std

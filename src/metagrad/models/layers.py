@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from metagrad.models import kernels
+from metagrad.types import STATISTICS_MASK
 
 
 class Linear(nn.Linear):
@@ -41,6 +42,12 @@ class BatchNorm(nn.Module):
     adapting, the query set when predicting). It has no buffers, so it behaves the same in
     ``train()`` and ``eval()`` mode and is safe on every execution path.
 
+    Which examples give the statistics can be chosen per call, functionally: the layer has an
+    empty buffer slot :data:`~metagrad.types.STATISTICS_MASK`, and a bool ``[N]`` tensor passed
+    under that name to ``functional_call`` restricts the statistics to the marked examples
+    (:mod:`metagrad.algorithms.normalization`'s ``"support"`` mode). Empty, it is no buffer at
+    all: not in ``state_dict()``, ``named_buffers()`` or checkpoints.
+
     Args:
         num_features: channels ``C``.
         spatial_dims: 0 for ``[N, C]`` inputs (MLPs), 2 for ``[N, C, H, W]`` (CNNs).
@@ -54,9 +61,11 @@ class BatchNorm(nn.Module):
         self.num_features, self.spatial_dims, self.eps = num_features, spatial_dims, eps
         self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
         self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
+        self.register_buffer(STATISTICS_MASK, None, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return kernels.batch_norm(x, self.weight, self.bias, self.spatial_dims, self.eps)
+        mask = getattr(self, STATISTICS_MASK)
+        return kernels.batch_norm(x, self.weight, self.bias, self.spatial_dims, self.eps, mask)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, spatial_dims={self.spatial_dims}, transductive"

@@ -38,8 +38,10 @@ from metagrad.errors import UsageError
 from metagrad.evaluate.mean import MeanPredictor
 from metagrad.models import MODELS
 from metagrad.registry import Registry
+from metagrad.tasks.preprocess import Preprocessing
+from metagrad.tasks.preprocess import omniglot as omniglot_preprocessing
 from metagrad.tasks.sinusoid import SinusoidTasks, TaskStream, fixed_tasks
-from metagrad.train.image_tasks import image_tasks
+from metagrad.train.image_tasks import image_preprocessing, image_tasks
 from metagrad.train.rng import eval_seed
 from metagrad.types import Loss, TaskBatch
 
@@ -143,6 +145,34 @@ def model_for(cfg: ExperimentConfig, shape: tuple[int, ...]) -> nn.Module:
     return MODEL_BUILDERS[cfg.model.name](cfg.model, shape, outputs)
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What one example of a task family is, known from the config alone (no data read).
+
+    Attributes:
+        shape: one input's shape (``(1,)`` for the sinusoid, ``(C, H, W)`` for images).
+        preprocessing: for image families, how an image file becomes such an input (the
+            record a run keeps as ``preprocessing.json``); None for other inputs.
+    """
+
+    shape: tuple[int, ...]
+    preprocessing: Preprocessing | None = None
+
+
+# Each supervised task family's inputs: a run is reloaded (metagrad.load) from its config and
+# this, without its data; a new family is an entry here as well as in TASK_BUILDERS.
+INPUTS: Registry[Callable[[ExperimentConfig], Inputs]] = Registry("task family")
+INPUTS.add("sinusoid", lambda cfg: Inputs((1,)))
+
+
+@INPUTS.register("omniglot")
+def _omniglot_inputs(cfg: ExperimentConfig) -> Inputs:
+    task = cfg.task
+    assert isinstance(task, OmniglotTaskConfig)
+    preprocessing = omniglot_preprocessing(task.image_size)  # as metagrad.data.load_omniglot
+    return Inputs(preprocessing.shape, preprocessing)
+
+
 Tasks = tuple[TrainStream, FixedTasks, tuple[int, ...]]  # stream, fixed tasks, input shape
 TASK_BUILDERS: Registry[Callable[[ExperimentConfig, EvalSettings], Tasks]] = Registry("task family")
 MODEL_BUILDERS: Registry[Callable[..., nn.Module]] = Registry("model")
@@ -209,9 +239,16 @@ def _omniglot(cfg: ExperimentConfig, ev: EvalSettings) -> Tasks:
     return stream, fixed, (1, task.image_size, task.image_size)
 
 
-# The natural-image families (cub, mini-imagenet, tiered-imagenet, cifar-fs, fc100): one builder.
+def _image_inputs(cfg: ExperimentConfig) -> Inputs:
+    preprocessing = image_preprocessing(cfg.task)
+    return Inputs(preprocessing.shape, preprocessing)
+
+
+# The natural-image families (cub, mini-imagenet, tiered-imagenet, cifar-fs, fc100) and a
+# user's folder: one builder.
 for _family in IMAGE_FAMILIES:
     TASK_BUILDERS.add(_family.family, image_tasks)
+    INPUTS.add(_family.family, _image_inputs)
 
 
 @MODEL_BUILDERS.register("mlp")

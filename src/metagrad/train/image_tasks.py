@@ -19,6 +19,7 @@ from metagrad.data.folder import prepare_folder
 from metagrad.errors import UsageError
 from metagrad.tasks.augment import METAOPTNET, MMFEWSHOT, ImagePipeline
 from metagrad.tasks.images import LabelledEpisodeSampler
+from metagrad.tasks.preprocess import Preprocessing
 from metagrad.train.rng import eval_seed
 from metagrad.types import TaskBatch
 
@@ -42,12 +43,36 @@ def prepared_splits(
         raise UsageError(f"{e}, or set task.root=DIR") from None
 
 
+def pipeline_of(task: ImageTaskConfig) -> ImagePipeline:
+    """The pipeline of ``task``'s family: MMFewShot's or MetaOptNet's; a user's folder gets
+    MMFewShot's at its input side, resized at test to 8/7 of it (as 84 from 96)."""
+    if isinstance(task, FolderTaskConfig):
+        side = task.image_size
+        return dataclasses.replace(MMFEWSHOT, size=side, resize=round(side * 8 / 7))
+    return PIPELINES[task.pipeline]
+
+
+def image_preprocessing(task: ImageTaskConfig) -> Preprocessing:
+    """How one image file becomes the input the test transform makes of a stored training
+    image: RGB, short side to the pipeline's test size (its input side when it has none: the
+    CIFAR families are stored at their input size) by Pillow's bilinear filter as the cache was
+    made, the centre square, normalised (the record ``metagrad.load`` and ``metagrad adapt``
+    use, :mod:`metagrad.tasks.preprocess`)."""
+    pipeline = pipeline_of(task)
+    return Preprocessing(
+        pipeline.size,
+        3,
+        resize=pipeline.resize or pipeline.size,
+        resample="bilinear",
+        mean=pipeline.mean,
+        std=pipeline.std,
+    )
+
+
 def folder_splits(task: FolderTaskConfig, log: Callable[[str], None] = print):
     """A user's folder data set, prepared (once per change of its files) at 8/7 of the input
     side, as the 84x84 families are stored at 96."""
-    pipeline = dataclasses.replace(
-        MMFEWSHOT, size=task.image_size, resize=round(task.image_size * 8 / 7)
-    )
+    pipeline = pipeline_of(task)
     splits = prepare_folder(
         task.root,
         pipeline.resize,

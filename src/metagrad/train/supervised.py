@@ -34,6 +34,7 @@ from metagrad.train.loop import (
     run_loop,
     start_run,
 )
+from metagrad.train.preprocessing import record_preprocessing
 from metagrad.train.rundir import check_new_run
 from metagrad.train.testing import run_test, validation_metric
 
@@ -71,6 +72,7 @@ def train_supervised(
     exp = build_experiment(cfg)  # before the run directory: missing data leaves no run behind
     if not resume:
         start_run(cfg, run_dir)
+        record_preprocessing(cfg, run_dir)  # how images become inputs, for metagrad.load
     # The learner's parameters: the model's, then what it learns itself (learnable inner
     # learning rates, per-step BatchNorm weights), which its state_dict checkpoints.
     opt = make_outer_optimizer(cfg, exp.learner.parameters()) if _trainable(exp) else None
