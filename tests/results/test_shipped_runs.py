@@ -14,6 +14,12 @@ from metagrad.train.testing import run_test
 
 ROOT = Path(__file__).resolve().parents[2]
 SINUSOID = sorted((ROOT / "results" / "sinusoid").glob("maml_10shot-*"))
+# Every other supervised run directory behind a RESULTS.md row (the headline re-runs).
+RUNS = sorted(
+    p.parent
+    for p in (ROOT / "results").glob("*/*/results.json")
+    if p.parent not in SINUSOID and (p.parent / "config.toml").exists()
+)
 PAPER = {1: 0.67, 5: 0.38, 10: 0.35}  # MAML paper, Table 2 (K = 5)
 
 
@@ -34,3 +40,25 @@ def test_a_shipped_sinusoid_run_retests_to_its_reported_numbers(run, tmp_path):
         assert result.loss(step).mean <= paper
     assert reported["checkpoint"] == "best at step 50000"
     assert np.isfinite(result.losses).all()
+
+
+def test_every_headline_rerun_is_shipped():
+    names = {f"{p.parent.name}/{p.name}" for p in RUNS}
+    expected = {"fomaml_10shot", "reptile_10shot", "pretrained_10shot", "mean_10shot"}
+    assert {f"sinusoid/{n}" for n in expected} <= names
+
+
+@pytest.mark.parametrize("run", RUNS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_a_shipped_run_retests_to_its_reported_numbers(run, tmp_path):
+    cfg = load_config(run / "config.toml")
+    root = getattr(cfg.task, "root", None)
+    if root is not None and not (ROOT / root).exists():
+        pytest.skip(f"the data of {run.name} ({root}) is not here")
+    copy = tmp_path / run.name  # never write into the repository
+    shutil.copytree(run, copy)
+    reported = json.loads((run / "results.json").read_text())
+    has_weights = (run / "best.safetensors").exists()
+    checkpoint = "best" if has_weights else "untrained"
+    result = run_test(copy, checkpoint, cfg=load_config(copy / "config.toml"))
+    for row in reported["steps"]:
+        assert result.loss(row["step"]).mean == pytest.approx(row["loss"]["mean"], rel=1e-5)
