@@ -31,7 +31,7 @@ def sets(*overrides: str) -> list[str]:
     return [a for o in overrides for a in ("--set", o)]
 
 
-def test_the_twelve_mmfewshot_rows_and_the_papers_configs_are_shipped():
+def test_the_twelve_mmfewshot_rows_the_papers_and_the_familys_configs_are_shipped():
     names = {f"{p.parent.name}/{p.stem}" for p in CONFIGS}
     mmfewshot = {
         f"{d}/maml_{b}_1xb105_{d}_5way-{k}shot"
@@ -41,7 +41,11 @@ def test_the_twelve_mmfewshot_rows_and_the_papers_configs_are_shipped():
     }
     paper = {f"mini-imagenet/{a}_conv4-32_5w{k}s" for a in ("maml", "fomaml") for k in (1, 5)}
     cifar = {f"{d}/maml_conv4-32_5w{k}s" for d in ("cifar-fs", "fc100") for k in (1, 5)}
-    assert names == mmfewshot | paper | cifar
+    family = {
+        f"mini-imagenet/{a}_conv4_1xb105_mini-imagenet_5way-1shot"
+        for a in ("anil", "boil", "metasgd", "mamlpp")
+    }
+    assert names == mmfewshot | paper | cifar | family
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
