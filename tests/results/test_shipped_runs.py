@@ -62,3 +62,31 @@ def test_a_shipped_run_retests_to_its_reported_numbers(run, tmp_path):
     result = run_test(copy, checkpoint, cfg=load_config(copy / "config.toml"))
     for row in reported["steps"]:
         assert result.loss(row["step"]).mean == pytest.approx(row["loss"]["mean"], rel=1e-5)
+
+
+def _shipped():
+    from metagrad.train.pretrained import PRETRAINED
+
+    return list(PRETRAINED.values())
+
+
+@pytest.mark.parametrize("init", _shipped(), ids=lambda i: i.name)
+def test_a_shipped_initialisation_loads_offline_and_retests_to_its_listed_numbers(
+    init, tmp_path, monkeypatch
+):
+    import metagrad
+
+    # Offline: any attempt to open a network connection fails the test.
+    monkeypatch.setattr("socket.socket.connect", lambda *a: pytest.fail("network used"))
+    learner = metagrad.load(init.name)
+    assert learner.config.name and "best at step" in learner.source
+    copy = tmp_path / init.folder  # the test writes its results: never into the package
+    shutil.copytree(init.path, copy)
+    cfg = load_config(copy / "config.toml")
+    root = getattr(cfg.task, "root", None)
+    if root is not None and not (ROOT / root).exists():
+        pytest.skip(f"the test data of {init.name} ({root}) is not here")
+    reported = json.loads((init.path / "results.json").read_text())
+    result = run_test(copy, "best", cfg=cfg)
+    for row in reported["steps"]:  # the same fixed tasks: equal to float32 rounding
+        assert result.loss(row["step"]).mean == pytest.approx(row["loss"]["mean"], rel=1e-5)

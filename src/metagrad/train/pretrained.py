@@ -63,3 +63,17 @@ def unknown_model(model: str) -> str:
         "directory, a checkpoint or an adapted model (.safetensors), or a pretrained "
         f"initialisation's name (`metagrad pretrained`: {shipped})"
     )
+
+
+# The shipped initialisations (scripts/ship_pretrained.py writes their folders).
+PRETRAINED.add(
+    "sinusoid-maml",
+    PretrainedInit(
+        "sinusoid-maml",
+        "sinusoid-maml",
+        trained_on="sinusoids A sin(x - phase), A in [0.1, 5], phase in [0, pi] (MAML paper)",
+        ways=None,
+        accuracy="MSE 0.615 ± 0.063 / 0.350 ± 0.047 / 0.319 ± 0.045 after 1 / 5 / 10 steps "
+        "(K = 5, 600 tasks; results/sinusoid/maml_10shot-1thread)",
+    ),
+)
