@@ -7,14 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-from natural_fixtures import (
-    CIFAR100,
-    write_cifar100,
-    write_cub,
-    write_mini_jpeg,
-    write_mini_pkl,
-    write_tiered,
-)
 
 from metagrad.data import (
     read_cifar_fs,
@@ -26,6 +18,14 @@ from metagrad.data import (
 from metagrad.data.cifar import CIFAR_FS_SPLIT, FC100_SPLIT
 from metagrad.data.natural import decode, square
 from metagrad.errors import UsageError
+from natural_fixtures import (
+    CIFAR100,
+    write_cifar100,
+    write_cub,
+    write_mini_jpeg,
+    write_mini_pkl,
+    write_tiered,
+)
 
 
 def _disjoint(splits):

@@ -8,6 +8,10 @@ import time
 
 import numpy as np
 import pytest
+
+from metagrad.data import load_prepared, prepare
+from metagrad.data.prepare import LayoutError
+from metagrad.errors import UsageError
 from natural_fixtures import (
     write_cifar100,
     write_cub,
@@ -15,10 +19,6 @@ from natural_fixtures import (
     write_mini_pkl,
     write_tiered,
 )
-
-from metagrad.data import load_prepared, prepare
-from metagrad.data.prepare import LayoutError
-from metagrad.errors import UsageError
 
 
 def test_mini_pkl_is_cached_as_is_and_memory_mapped(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+
 from natural_fixtures import (
     write_cifar100,
     write_cub,
