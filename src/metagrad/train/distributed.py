@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -148,7 +149,9 @@ def failing(ranks: Ranks, what: str) -> Iterator[None]:
     except RankFailure:
         raise
     except (RuntimeError, ValueError) as e:  # torch's DistBackendError, DistStoreError, ...
-        detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        # torch's first sentence, without the source location gloo puts in front of it.
+        detail = re.sub(r"^\[[^\]]*\]\s*", "", (str(e).strip().splitlines() or [""])[0])
+        detail = detail.split(". ")[0][:160] or type(e).__name__
         raise RankFailure(
             f"{what} failed: another of the {ranks.world} processes died or did not answer "
             f"within train.dist_timeout_s = {ranks.timeout_s:g} s ({detail}); this process "

@@ -214,32 +214,15 @@ def _restore(
 
 
 def check_shardable(exp: Experiment) -> None:
-    """Refuse to split the meta-batches of ``exp`` over processes when they cannot be.
+    """Refuse to split the meta-batches of ``exp`` over processes when its model cannot.
 
     Raises:
-        UsageError: more processes than tasks per meta-batch, BatchNorm running statistics
-            (updated in place task by task, in order: each process would see its tasks only)
-            or Reptile's carried inner state (its tasks run in sequence).
+        UsageError: the model's BatchNorm keeps running statistics, updated in place task by
+            task in the meta-batch's order: each process would see its own tasks only.
     """
-    ranks, cfg = exp.ranks, exp.cfg
-    if not ranks.many:
-        return
-    tasks = cfg.train.meta_batch_size
-    if ranks.world > tasks:
-        raise UsageError(
-            f"{ranks.world} processes cannot split train.meta_batch_size = {tasks} tasks (each "
-            f"needs one at least, and the tasks of a meta-batch are split, never the examples "
-            f"of a task): start at most {tasks} processes, or raise train.meta_batch_size"
-        )
-    if has_running_stats(exp.model):
+    if exp.ranks.many and has_running_stats(exp.model):
         raise UsageError(
             "the model's BatchNorm keeps running statistics, updated task by task in the "
             "meta-batch's order, which several processes cannot reproduce: use model.norm = "
             '"transductive" (the papers\' policy), or train on one process'
-        )
-    if getattr(cfg.algorithm, "inner_state", "reset") == "carry":
-        raise UsageError(
-            "Reptile's carried inner state (algorithm.inner_state = 'carry') runs the tasks of "
-            "a meta-batch in sequence, which several processes cannot: use inner_state = "
-            "'reset', or train on one process"
         )

@@ -145,13 +145,32 @@ def agree_on_config(
                 f"rank 0 in {shown or 'its hash'}: give every process the same CONFIG and --set"
             )
             break
-    if error is None and cfg.task.kind == "rl":
-        error = UsageError(
+    error = error or _unshardable(ranks, cfg)
+    if error is not None:
+        raise echo(ranks, error)
+
+
+def _unshardable(ranks: Ranks, cfg: ExperimentConfig) -> UsageError | None:
+    """Why the meta-batches of ``cfg`` cannot be split over ``ranks.world`` processes."""
+    tasks = cfg.train.meta_batch_size
+    if cfg.task.kind == "rl":
+        return UsageError(
             f"MAML-TRPO does not split its tasks over processes (started {ranks.world}): its "
             "environments already run in task.workers processes; start it as one process"
         )
-    if error is not None:
-        raise echo(ranks, error)
+    if ranks.world > tasks:
+        return UsageError(
+            f"{ranks.world} processes cannot split train.meta_batch_size = {tasks} task(s): "
+            "each needs one task at least (the tasks of a meta-batch are split, never the "
+            f"examples of a task); start at most {tasks}, or raise train.meta_batch_size"
+        )
+    if getattr(cfg.algorithm, "inner_state", "reset") == "carry":
+        return UsageError(
+            "Reptile's carried inner state (algorithm.inner_state = 'carry') runs the tasks of "
+            "a meta-batch in sequence, which several processes cannot: use inner_state = "
+            "'reset', or train on one process"
+        )
+    return None
 
 
 def fail_together(problem: BaseException) -> NoReturn:
