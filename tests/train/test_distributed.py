@@ -26,6 +26,7 @@ import safetensors.torch
 import torch
 
 import metagrad
+from metagrad.cli.main import main
 from metagrad.config import load_config
 from metagrad.train.build import build_experiment
 from metagrad.train.testing import evaluate_split
@@ -255,13 +256,26 @@ def test_torchrun_standalone_trains_on_two_processes(tmp_path):
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
     }
+    run = tmp_path / "run"
     command = [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "metagrad"]
-    command += ["train", str(SINE), *SMOKE, "--out", str(tmp_path / "run")]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [*command, "train", str(SINE), *SMOKE, "--out", str(run)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("training sinusoid-maml-10shot into") == 1
     assert done.stdout.count("meta-test of") == 1
-    assert (tmp_path / "run" / "results.json").exists()
+    # `metagrad test` shares out the chunks of test tasks too: the numbers of one process.
+    again = ["test", str(run), "--set", "eval.tasks=7", "--set", "eval.chunk_size=2"]
+    done = subprocess.run([*command, *again], env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    two = json.loads((run / "results-best-eval.tasks=7-eval.chunk_size=2.json").read_text())
+    assert main(again) == 0
+    one = json.loads((run / "results-best-eval.tasks=7-eval.chunk_size=2.json").read_text())
+    assert two == one and one["tasks"] == 7
 
 
 def _one_line_on_rank_0(launch: Launch, code: int, *words: str) -> None:

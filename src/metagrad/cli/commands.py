@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import traceback
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from metagrad.config import (
 from metagrad.errors import DownloadError, UsageError
 from metagrad.registry import UnknownName
 from metagrad.train.checkpoint import CheckpointError, CheckpointWriteError
-from metagrad.train.distributed import OtherRank, RankFailure
+from metagrad.train.distributed import OtherRank, RankFailure, leading
 from metagrad.train.rundir import WriteFailure
 
 # Errors whose message tells the user what to do, printed as one line, with their exit code:
@@ -110,7 +109,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
-    from metagrad.train.distributed import launched
     from metagrad.train.trainer import fail_together, resume_run
     from metagrad.train.trainer import train as train_run
 
@@ -131,7 +129,7 @@ def train(args: argparse.Namespace) -> int:
         resume_run(args.resume, args.overrides, test=not args.no_test)
         return 0
     out = args.out or Path("runs") / cfg.name
-    if os.environ.get("RANK", "0") == "0" or not launched():  # one line for the run
+    if leading():  # rank 0 speaks for the processes of a torchrun
         print(f"training {cfg.name} into {out}", flush=True)
     train_run(cfg, out, test=not args.no_test, overwrite=args.overwrite)
     return 0
@@ -141,31 +139,39 @@ def test(args: argparse.Namespace) -> int:
     from metagrad.train.checkpoint import intact_checkpoints
     from metagrad.train.results import results_file
     from metagrad.train.testing import run_test
+    from metagrad.train.trainer import fail_together
 
     target: Path = args.target
-    if not target.exists():
-        try:
-            target = resolve_config(target)
-        except ConfigError:
-            raise FileNotFoundError(
-                f"{target} does not exist: give a run directory (holding config.toml), a "
-                f"config file or a config's name{did_you_mean(target)}; `metagrad list` shows "
-                "the configs"
-            ) from None
+    try:  # under torchrun, a process that cannot start stops the others with it
+        if not target.exists():
+            target = _config_file(target)
+        cfg = load_config(target / "config.toml" if target.is_dir() else target, args.overrides)
+    except USER_ERRORS as e:
+        fail_together(e)
     if target.is_dir():
-        cfg = load_config(target / "config.toml", args.overrides)
         checkpoint = args.checkpoint
         results = results_file(checkpoint, args.overrides)
         if checkpoint == "best" and "best" not in intact_checkpoints(target):
             checkpoint = "last"  # runs without validation keep only "last"
         run_test(target, checkpoint, cfg=cfg, results=results)
-        print(f"wrote {target / results}", flush=True)
+        if leading():
+            print(f"wrote {target / results}", flush=True)
         return 0
-    cfg = load_config(target, args.overrides)
     out = args.out or Path("runs") / cfg.name
     out.mkdir(parents=True, exist_ok=True)
     run_test(out, args.checkpoint if args.checkpoint != "best" else "untrained", cfg=cfg)
     return 0
+
+
+def _config_file(target: Path) -> Path:
+    try:
+        return resolve_config(target)
+    except ConfigError:
+        raise FileNotFoundError(
+            f"{target} does not exist: give a run directory (holding config.toml), a "
+            f"config file or a config's name{did_you_mean(target)}; `metagrad list` shows "
+            "the configs"
+        ) from None
 
 
 def list_things(args: argparse.Namespace) -> int:

@@ -315,7 +315,7 @@ def precision_missing(precision: str, device: str) -> str | None:
         return None
     kind = device.partition(":")[0]
     if not torch.amp.is_autocast_available(kind):
-        return f"torch {torch.__version__} has no autocast on {kind!r}; use precision = \"fp32\""
+        return f'torch {torch.__version__} has no autocast on {kind!r}; use precision = "fp32"'
     if kind == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
         return 'this GPU has no bfloat16: use precision = "fp16" or "fp32"'
     return None

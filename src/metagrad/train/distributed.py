@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import safetensors.torch
 import torch
@@ -31,7 +31,10 @@ from torch import Tensor
 
 from metagrad.errors import UsageError
 from metagrad.train.io import CheckpointError, flatten_state, unflatten_state
-from metagrad.train.rundir import WriteFailure
+from metagrad.train.rundir import WriteFailure, config_hash, flat_config
+
+if TYPE_CHECKING:
+    from metagrad.config import ExperimentConfig
 
 T = TypeVar("T")
 
@@ -39,6 +42,11 @@ T = TypeVar("T")
 def launched() -> bool:
     """Whether a launcher started this process as one of several (``WORLD_SIZE`` > 1)."""
     return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
+
+def leading() -> bool:
+    """Whether this process speaks for its run: it is rank 0, or the run's only process."""
+    return int(os.environ.get("RANK", "0") or 0) == 0 or not launched()
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,13 @@ def process_group(timeout_s: float) -> Iterator[Ranks]:
     if not launched():
         yield ONE
         return
+    missing = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+    if missing:
+        raise UsageError(
+            f"WORLD_SIZE={os.environ['WORLD_SIZE']} says this is one of several processes, but "
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: start them "
+            "with torchrun (or set RANK, MASTER_ADDR and MASTER_PORT as it does)"
+        )
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local = int(os.environ.get("LOCAL_RANK", "0"))
     ranks = Ranks(rank, world, local, timeout_s)
@@ -299,6 +314,38 @@ def together(ranks: Ranks) -> Iterator[None]:
     settle(ranks, None)
 
 
+def same_config(
+    ranks: Ranks, cfg: ExperimentConfig | None, problem: BaseException | None = None
+) -> None:
+    """Check at start-up that every process has the same config (compared by hash), or stop
+    them all: with ``problem``, the error that kept this process from reading its config.
+
+    Raises:
+        UsageError: (rank 0; :class:`OtherRank` on the others) a process has no config, or
+            one that differs from rank 0's (naming the keys).
+    """
+    settle(ranks, problem)
+    if not ranks.many:
+        return
+    flat = {k: repr(v) for k, v in flat_config(cfg).items()}
+    reports = gather_json(ranks, {"hash": config_hash(flat), "config": flat})
+    first = reports[0]["config"]
+    for r, report in enumerate(reports[1:], start=1):
+        if report["hash"] != reports[0]["hash"]:
+            other = report["config"]
+            keys = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
+            shown = ", ".join(
+                f"{k} {first.get(k, '?')} (rank 0) vs {other.get(k, '?')}" for k in keys[:3]
+            )
+            raise echo(
+                ranks,
+                UsageError(
+                    f"the processes were started with different configs: rank {r} differs "
+                    f"from rank 0 in {shown}: give every process the same CONFIG and --set"
+                ),
+            )
+
+
 def echo(ranks: Ranks, error: BaseException) -> BaseException:
     """``error``, met by every process alike (a diverged meta-batch): rank 0 raises it, the
     others :class:`OtherRank` around it."""
@@ -326,7 +373,9 @@ __all__ = [
     "gather_json",
     "gather_rows",
     "launched",
+    "leading",
     "process_group",
+    "same_config",
     "settle",
     "share",
     "stop_agreed",

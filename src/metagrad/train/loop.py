@@ -275,7 +275,7 @@ def run_loop(
                     save("last", step, best, wall_s())
                 if stopping and step < stop:
                     raise Interrupted(
-                        f"{stop_request.signal or 'another process was stopped'}: stopped at "
+                        f"{stop_request.signal or 'another process was asked to stop'}: stopped at "
                         f"step {step} and saved checkpoint 'last'; continue with `metagrad "
                         f"train --resume {run_dir}`"
                     )

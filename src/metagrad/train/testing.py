@@ -22,7 +22,15 @@ from metagrad.evaluate.mean import MeanPredictor
 from metagrad.evaluate.protocol import EvalResult, evaluate
 from metagrad.train.build import Experiment, build_experiment
 from metagrad.train.checkpoint import on_device
-from metagrad.train.distributed import Ranks, gather_rows, share
+from metagrad.train.distributed import (
+    Ranks,
+    gather_rows,
+    launched,
+    process_group,
+    same_config,
+    share,
+    together,
+)
 from metagrad.train.results import RESULTS_FILE, load_named_checkpoint, write_report
 
 if TYPE_CHECKING:
@@ -144,6 +152,12 @@ def run_test(
         from metagrad.train.rl_testing import run_rl_test
 
         return run_rl_test(run_dir, checkpoint, cfg=cfg, results=results)
+    if exp is None and launched():  # under torchrun: the processes share out the tasks
+        with process_group(cfg.train.dist_timeout_s) as ranks:
+            same_config(ranks, cfg)
+            with together(ranks):
+                exp = build_experiment(cfg, ranks)
+            return run_test(run_dir, checkpoint, exp, cfg, results)
     exp = exp or build_experiment(cfg)
     source = _load_weights(exp, run_dir, checkpoint)
     result = evaluate_split(exp, "test", cfg.eval.tasks)

@@ -38,10 +38,9 @@ from metagrad.train.distributed import (
     OtherRank,
     Ranks,
     echo,
-    gather_json,
     launched,
     process_group,
-    settle,
+    same_config,
     share,
     together,
 )
@@ -52,7 +51,6 @@ from metagrad.train.rundir import (
     RESUMABLE,
     check_new_run,
     check_out_dir,
-    config_hash,
     flat_config,
     holds_run,
     resumable,
@@ -113,40 +111,18 @@ def _claimed(ranks: Ranks, run_dir: Path, resume: bool, overwrite: bool) -> Iter
 def agree_on_config(
     ranks: Ranks, cfg: ExperimentConfig | None, problem: BaseException | None = None
 ) -> None:
-    """Check, at start-up, that every process of the run trains the same config.
+    """Check, at start-up, that every process of the run can train ``cfg``, the same one.
 
     Every process passes its config, or the ``problem`` that kept it from having one (it
     still comes, so that no other process waits for it in vain).
 
     Raises:
         UsageError: (rank 0; :class:`OtherRank` on the others) a process could not read its
-            config, the configs differ (by hash; the keys are named), or the experiment is a
-            meta-RL one, whose MAML-TRPO does not split its tasks over processes.
+            config, the configs differ (:func:`same_config`), or its meta-batches cannot be
+            split over the processes.
     """
-    settle(ranks, problem)
-    if not ranks.many:
-        return
-    assert cfg is not None
-    flat = {k: repr(v) for k, v in flat_config(cfg).items()}
-    reports = gather_json(ranks, {"hash": config_hash(flat), "config": flat})
-    error = None
-    for r, report in enumerate(reports[1:], start=1):
-        if report["hash"] != reports[0]["hash"]:
-            other = report["config"]
-            keys = sorted(
-                k for k in set(flat) | set(other) if reports[0]["config"].get(k) != other.get(k)
-            )
-            shown = ", ".join(
-                f"{k} {reports[0]['config'].get(k, '?')} (rank 0) vs {other.get(k, '?')}"
-                for k in keys[:3]
-            )
-            error = UsageError(
-                f"the processes were started with different configs: rank {r} differs from "
-                f"rank 0 in {shown or 'its hash'}: give every process the same CONFIG and --set"
-            )
-            break
-    error = error or _unshardable(ranks, cfg)
-    if error is not None:
+    same_config(ranks, cfg, problem)
+    if ranks.many and (error := _unshardable(ranks, cfg)) is not None:
         raise echo(ranks, error)
 
 
