@@ -112,3 +112,34 @@ def test_one_image_alone_gets_its_row_in_the_batch_and_the_adapted_file_repeats_
     assert cli("adapt", adapted, "--query", query, "--out", tmp_path / "again.csv").code == 0
     assert read_csv(tmp_path / "again.csv") == batch
     assert cli(*argv, "--query", query, "--steps", "0", "--head", "prototypes").code == 0
+
+
+def _shipped(name: str) -> bool:
+    from metagrad.train.pretrained import PRETRAINED
+
+    return name in PRETRAINED
+
+
+@pytest.mark.skipif(not _shipped("omniglot-maml-5w"), reason="omniglot-maml-5w is not shipped")
+def test_the_shipped_5way_init_adapts_to_new_alphabets_from_png_folders(tmp_path, cli):
+    """The issue's bar: at least 80% over 20 fixed 5-way 1-shot episodes of evaluation
+    characters (support and queries drawn by different drawers), with the deployment defaults
+    (support-set BatchNorm, the trained head, the init's test steps)."""
+    hits = []
+    for index in range(20):
+        root = tmp_path / f"episode{index}"
+        _, truth = episode(root, 1000 + index)
+        out = cli(
+            "adapt",
+            "omniglot-maml-5w",
+            "--support",
+            root / "support",
+            "--query",
+            root / "query",
+            "--out",
+            root / "p.csv",
+        )
+        assert out.code == 0, out.err
+        hits += [row[1] == t for row, t in zip(read_csv(root / "p.csv")[1:], truth, strict=True)]
+    accuracy = np.mean(hits)
+    assert accuracy >= 0.8, f"{accuracy:.1%} on {len(hits)} queries"

@@ -89,3 +89,28 @@ def test_too_few_classes_and_undecodable_images(tmp_path):
         prepare_folder(d, 24, tmp_path / "cache")
     with pytest.raises(UsageError, match="is not a folder"):
         class_folders(tmp_path / "nowhere")
+
+
+def test_the_folder_cache_reads_photos_as_adapt_does(tmp_path):
+    """EXIF orientation and transparency are read alike for training (the cache) and for
+    prediction (tasks/preprocess.py): one function, metagrad.imaging.upright."""
+    from metagrad.tasks.preprocess import Preprocessing
+
+    d = write_folder(tmp_path / "d", classes=5)
+    wide = np.zeros((20, 40, 3), np.uint8)
+    wide[:, :20] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    Image.fromarray(wide).save(d / "class_00" / "photo.jpg", exif=exif, quality=100)
+    rgba = np.zeros((30, 30, 4), np.uint8)  # fully transparent: white paper
+    Image.fromarray(rgba, "RGBA").save(d / "class_00" / "drawing.png")
+    splits = prepare_folder(d, 24, tmp_path / "cache")
+    split = next(s for s in splits.values() if "class_00" in s.class_names)
+    c = split.class_names.index("class_00")
+    cached = split.images[np.flatnonzero(split.labels == c)]  # sorted: drawing, img_*, photo
+    expected = Preprocessing(24, 3, resize=24, resample="bilinear")
+    for name, image in (("drawing.png", cached[0]), ("photo.jpg", cached[-1])):
+        with Image.open(d / "class_00" / name) as img:
+            assert np.abs(expected.pixels(img).astype(int) - image.astype(int)).max() <= 1, name
+    assert cached[0].min() == 255  # transparency is paper
+    assert cached[-1][:4].mean() > 200 and cached[-1][-4:].mean() < 50  # turned upright

@@ -224,6 +224,7 @@ def test_a_reptile_run_adapts_with_its_carried_adam_moments_and_mini_batches(tmp
 
 
 def test_metagrad_pretrained_prints_one_line_per_initialisation_name_first(cli, monkeypatch):
+    monkeypatch.setattr(PRETRAINED, "_entries", {})
     assert "no pretrained initialisations are shipped" in cli("pretrained").out
     entry = PretrainedInit(
         "omniglot-maml-20w", "x", "Omniglot, official background split", 20, "95.1% ± 0.3"

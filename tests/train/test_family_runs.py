@@ -196,3 +196,32 @@ def test_head_needs_a_model_that_names_it():
     with pytest.raises(UsageError, match=r"has no head_name and embed\(\).*e\.g\. '2\.\*'"):
         MAML(model, inner_lr=0.1, inner_params="head")
     assert MAML(model, inner_lr=0.1, inner_params="2.*").adapted == {"2.weight", "2.bias"}
+
+
+def test_metagrad_load_and_a_slim_shipped_copy_adapt_with_the_learned_rates(tmp_path):
+    import metagrad
+    from metagrad.train.checkpoint import save_checkpoint
+
+    cfg = sine("metasgd")
+    train(cfg, tmp_path / "run", test=False)
+    weights, state = load_checkpoint(tmp_path / "run", "best")
+    # What scripts/ship_pretrained.py keeps: the step and the learner's state.
+    (tmp_path / "slim").mkdir()
+    (tmp_path / "slim" / "config.toml").write_text((tmp_path / "run/config.toml").read_text())
+    slim = {"step": state["step"], "learner": state["learner"]}
+    save_checkpoint(tmp_path / "slim", "best", weights, slim)
+    x = torch.linspace(-5, 5, 5)[:, None]
+    y = torch.sin(x)
+    outputs = []
+    for source in ("run", "slim"):
+        learner = metagrad.load(tmp_path / source)
+        rates = learner.algorithm.state_dict()["inner_lr"]
+        assert _equal(rates, state["learner"]["inner_lr"])
+        assert not all(torch.all(r == 0.01) for r in rates.values())  # they were learned
+        outputs.append(learner.adapt(x, y).predict(x).outputs)
+    assert torch.equal(outputs[0], outputs[1])
+    # With the initial rates the adapted model differs: the learned ones were used.
+    exp = build_experiment(cfg)
+    exp.model.load_state_dict(weights)
+    phi = exp.learner.adapt(x[None], y[None], inner_steps=cfg.eval.inner_steps)
+    assert not torch.equal(exp.learner.predict(phi, x[None])[0], outputs[0])

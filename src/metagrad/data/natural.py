@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from metagrad.errors import UsageError
+from metagrad.imaging import upright
 
 SPLIT_NAMES = ("train", "val", "test")
 Source = Path | bytes | np.ndarray  # a file, its encoded bytes, or a decoded HxWx3 image
@@ -67,7 +68,9 @@ def decode(source: Source) -> np.ndarray:
     raw = source.tobytes() if isinstance(source, np.ndarray) else source
     try:
         with Image.open(raw if isinstance(raw, Path) else io.BytesIO(raw)) as img:
-            return np.asarray(img.convert("RGB"))  # CMYK/greyscale JPEGs exist in ImageNet
+            # CMYK / greyscale JPEGs exist in ImageNet; EXIF orientation and transparency
+            # as metagrad adapt reads a user's files (metagrad.imaging).
+            return np.asarray(upright(img).convert("RGB"))
     except (OSError, SyntaxError, Image.DecompressionBombError) as e:
         # Pillow's message repeats the file name, which the caller already names.
         why = str(e).replace(f" '{raw}'", "") if isinstance(raw, Path) else str(e)

@@ -32,10 +32,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import Tensor
 
 from metagrad.errors import UsageError
+from metagrad.imaging import upright
 
 FORMAT, VERSION = "metagrad-preprocessing", 1
 FILTERS = {
@@ -145,7 +146,7 @@ class Preprocessing:
     def pixels(self, image: Image.Image) -> np.ndarray:
         """``image`` as the training cache stores images: uint8 ``[size, size]`` (grey) or
         ``[size, size, 3]`` (RGB)."""
-        image = _flatten_alpha(ImageOps.exif_transpose(image))
+        image = upright(image)
         if self.channels == 1:
             levels = _grey_levels(image)  # [H, W] float32 on the 0-255 scale, paper = 255
             if self.threshold is not None:
@@ -211,18 +212,6 @@ def natural(
     """MMFewShot's test transform of natural images: RGB, short side to 96 (bilinear), centre
     crop 84, normalised with the ImageNet mean and std on the 0-255 scale."""
     return Preprocessing(size, 3, resize=resize, resample="bilinear", mean=mean, std=std)
-
-
-def _flatten_alpha(image: Image.Image) -> Image.Image:
-    """Transparent pixels become white paper (a drawing saved on a transparent background)."""
-    has_alpha = image.mode in ("RGBA", "LA", "La", "PA", "RGBa") or (
-        image.mode == "P" and "transparency" in image.info
-    )
-    if not has_alpha:
-        return image
-    rgba = image.convert("RGBA")
-    paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(paper, rgba).convert("RGB")
 
 
 def _grey_levels(image: Image.Image) -> np.ndarray:

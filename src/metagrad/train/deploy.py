@@ -75,7 +75,9 @@ class Learner:
         and support examples per step (None: all), as ``metagrad test`` adapts."""
         ev = resolve_eval(self.config)
         steps = ev.inner_steps if inner_steps is None else inner_steps
-        inner = self.algorithm.inner_loop(steps, ev.inner_lr)
+        # eval.inner_lr if set, else the learner's own rates (Meta-SGD's, MAML++'s learned
+        # ones included), as metagrad test adapts.
+        inner = self.algorithm.inner_loop(steps, self.config.eval.inner_lr)
         batch_size = self.config.eval.inner_batch_size or getattr(
             self.algorithm, "inner_batch_size", None
         )
