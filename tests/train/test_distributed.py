@@ -232,6 +232,15 @@ def test_sharded_evaluation_draws_every_chunks_minibatches_as_one_process(runs):
     np.testing.assert_array_equal(two, one)
 
 
+def test_ordered_on_one_process_is_the_task_by_task_run_bit_for_bit(tmp_path):
+    # What "ordered" equals with one process: the ordinary run where it backpropagates task by
+    # task (the loop path); elsewhere (the MLP's vectorised default) only to rounding.
+    tiny = ["train.iterations=3", "train.val_every=0", "algorithm.path=loop"]
+    train(load_config(SINE, tiny), tmp_path / "plain", test=False)
+    train(load_config(SINE, [*tiny, "train.reduce=ordered"]), tmp_path / "ordered", test=False)
+    _assert_identical(_weights(tmp_path / "ordered"), _weights(tmp_path / "plain"))
+
+
 # ------------------------------------------------------------------------ command line
 SMOKE = [
     "--set",

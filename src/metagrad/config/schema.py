@@ -275,7 +275,7 @@ class MeanConfig(AlgorithmConfig):
 
 
 # ---------------------------------------------------------------------------- train, eval
-DEVICES = ("cpu", "cuda", "cuda:N", "mps", "auto")
+DEVICES = ("cpu", "cuda", "mps", "auto")  # and "cuda:N"
 
 
 def device_missing(device: str) -> str | None:
@@ -343,12 +343,13 @@ class TrainConfig(Section):
     val_metric: Literal["auto", "last", "mean"] = "auto"
     log_every: int = 100  # append a line to metrics.jsonl every N iterations
     checkpoint_every: int = 1000  # save the "last" checkpoint every N iterations (0 = at end)
-    # torch device: "cpu", "cuda", "cuda:N", "mps", or "auto" (CUDA, else MPS, else the CPU).
-    # Under torchrun, "cuda" and "auto" give each process the GPU of its local rank.
+    # torch device: "cpu", "cuda", "cuda:N", "mps", or "auto" (CUDA, else MPS, else the CPU;
+    # RL runs sample on the CPU). Under torchrun, "cuda" and "auto" give each process the GPU
+    # of its local rank.
     device: str = "cpu"
     threads: int | None = None  # torch CPU threads (None = torch's default)
-    # The dtype of the model's parameters (and so of the whole computation): float64 for
-    # reference runs, at several times the cost.
+    # The dtype of the model's parameters, and so of the whole computation (float64: for
+    # reference runs).
     dtype: Literal["float32", "float64"] = "float32"
     # Mixed precision: "bf16" / "fp16" run the meta-training steps under torch.autocast (the
     # parameters and the optimiser stay float32; validation and test run in full precision).
