@@ -213,11 +213,10 @@ class Reptile(MetaLearner):
                 "processes; use inner_state = 'reset', or train.reduce = 'all_reduce' on one "
                 "process"
             )
-        return None if self.generator is None else self.generator.get_state()
+        return (self.generator or torch.default_generator).get_state()  # mini-batch order
 
     def _rewind(self, draws: object) -> None:
-        if draws is not None:
-            self.generator.set_state(draws)
+        (self.generator or torch.default_generator).set_state(draws)
 
     def state_dict(self) -> dict:
         state = super().state_dict()
