@@ -32,15 +32,17 @@ class Pretrained(MetaLearner):
     ):
         super().__init__(model, loss, inner_lr=inner_lr, inner_steps=inner_steps, path=path)
 
-    def backward(self, batch: TaskBatch) -> MetaOutput:
-        """Accumulate the gradient of the mean loss over all tasks' examples into ``.grad``."""
+    def backward(self, batch: TaskBatch, *, meta_batch_size: int | None = None) -> MetaOutput:
+        """Accumulate the gradient of the mean loss over all tasks' examples into ``.grad``
+        (its share of a meta-batch of ``meta_batch_size`` tasks, if given)."""
         params, executor = self.params, self.executor
         batch = autocast_dtype(check_batch(batch), params)
         x = torch.cat([batch.support_x, batch.query_x], dim=1)  # [tasks, n, ...]
         y = torch.cat([batch.support_y, batch.query_y], dim=1)
         out = executor.predict_all(expand_tasks(params, batch.num_tasks), x)  # [tasks, n, ...]
         per_task = executor.task_losses(self.loss, out, y)
-        grads = gradients(per_task.mean(), params, create_graph=False, what="training loss")
+        mean = per_task.mean() if meta_batch_size is None else per_task.sum() / meta_batch_size
+        grads = gradients(mean, params, create_graph=False, what="training loss")
         accumulate_grad(params, grads)
         n = batch.support_x.shape[1]  # report the query part, as the meta-learners do
         q_out = out[:, n:].detach()

@@ -203,8 +203,60 @@ class MetaLearner:
         with torch.no_grad():
             return predict_with(executor, params, x, batch_norm, support_x)
 
-    def backward(self, batch: TaskBatch) -> MetaOutput:  # pragma: no cover - abstract
+    def backward(
+        self, batch: TaskBatch, *, meta_batch_size: int | None = None
+    ) -> MetaOutput:  # pragma: no cover - abstract
+        """Accumulate the meta-gradient of ``batch`` into ``.grad``.
+
+        ``meta_batch_size``: ``batch`` is part of a meta-batch of that many tasks (one
+        process's tasks of a meta-batch split over processes); what accumulates is its share,
+        ``sum over its tasks of grad L_t / meta_batch_size``, so the parts' ``.grad`` summed
+        (``torch.distributed.all_reduce``) are the whole meta-batch's mean.
+        """
         raise NotImplementedError
+
+    def task_gradients(
+        self, batch: TaskBatch, meta_batch_size: int | None = None
+    ) -> tuple[list[list[Tensor | None]], MetaOutput]:
+        """Each task's share of the meta-gradient, computed alone, in the order of ``batch``.
+
+        Task ``t`` gives ``grad L_t / meta_batch_size`` (default: ``batch``'s tasks) for every
+        tensor of :meth:`parameters`, in that order (None where it gives none); ``.grad`` is
+        left as it was. Each task runs with what the whole batch's :meth:`backward` would draw
+        and count (the same mini-batch order, the same meta-iteration), and the call counts as
+        one meta-iteration. The shares summed in task order are, bit for bit, what
+        :meth:`backward` accumulates when it backpropagates task by task (the ``"loop"`` path,
+        or ``chunk_size=1``), whichever part of a meta-batch each task came with.
+
+        Raises:
+            UsageError: the learner runs the tasks of a batch in sequence (Reptile's carried
+                inner state), so a task alone would not see what it sees in the batch.
+        """
+        params = list(self.parameters())
+        kept = [p.grad for p in params]
+        start = self._draws()
+        rows: list[list[Tensor | None]] = []
+        outs: list[MetaOutput] = []
+        try:
+            for task in batch.chunks(1):
+                self._rewind(start)
+                for p in params:
+                    p.grad = None
+                outs.append(self.backward(task, meta_batch_size=meta_batch_size or len(batch)))
+                rows.append([p.grad for p in params])
+        finally:
+            for p, g in zip(params, kept, strict=True):
+                p.grad = g
+        losses = torch.cat([o.task_losses for o in outs])  # [tasks]
+        return rows, MetaOutput(losses.mean(), losses, torch.cat([o.query_out for o in outs]))
+
+    def _draws(self) -> object:
+        """Where a :meth:`backward` call starts in what it draws or counts besides ``.grad``
+        (a meta-iteration counter, a random generator); :meth:`_rewind` goes back there."""
+        return None
+
+    def _rewind(self, draws: object) -> None:
+        """Go back to ``draws`` (from :meth:`_draws`)."""
 
     def state_dict(self) -> dict:
         """What the learner itself learns besides the model's weights (saved in checkpoints):
@@ -388,22 +440,29 @@ class MAML(MetaLearner):
         finite_or_raise(out.loss, "meta-loss")
         return out
 
-    def backward(self, batch: TaskBatch) -> MetaOutput:
+    def backward(self, batch: TaskBatch, *, meta_batch_size: int | None = None) -> MetaOutput:
         """Accumulate the meta-gradient of ``batch`` into ``.grad``; returns the query losses.
 
         Learnable inner learning rates and per-step BatchNorm weights are meta-parameters too
         (:meth:`learned`): their ``.grad`` accumulates as well, as
         ``meta_loss(batch).loss.backward()`` would. Counts one meta-iteration.
+        ``meta_batch_size``: accumulate ``batch``'s share of a larger meta-batch (see
+        :meth:`MetaLearner.backward`).
         """
         params, batch, executor = self._prepared(batch)
         targets = {**params, **self.learned()}
         objective = self._objective(executor, params, self.inner_loop())
-        grads, out = meta_gradient(
-            objective, targets, batch, executor.backprop_chunk(self.chunk_size)
-        )
+        chunk = executor.backprop_chunk(self.chunk_size)
+        grads, out = meta_gradient(objective, targets, batch, chunk, meta_batch_size)
         accumulate_grad(targets, grads)
         self.iteration += 1
         return out
+
+    def _draws(self) -> object:
+        return self.iteration
+
+    def _rewind(self, draws: object) -> None:
+        self.iteration = draws
 
     def state_dict(self) -> dict:
         state = super().state_dict()

@@ -80,13 +80,16 @@ def meta_gradient(
     params: Params,
     batch: TaskBatch,
     chunk_size: int | None = None,
+    meta_batch_size: int | None = None,
 ) -> tuple[Params, MetaOutput]:
     """Gradient of the mean meta-loss, accumulated over chunks of tasks.
 
     Each chunk's graph is freed before the next is built, so memory grows with
     ``chunk_size``, not with the meta-batch. ``chunk_size=1`` is the per-task loop's memory.
+    ``meta_batch_size``: ``batch`` is part of a meta-batch of that many tasks (a process's
+    share), whose mean the gradient is a share of: ``sum over batch of grad L_t / size``.
     """
-    tasks = batch.num_tasks
+    tasks = meta_batch_size or batch.num_tasks
     grads: Params = {}
     task_l, query_out = [], []
     for chunk in batch.chunks(chunk_size or tasks):

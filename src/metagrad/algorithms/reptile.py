@@ -20,6 +20,7 @@ from metagrad.algorithms.maml import MetaOutput
 from metagrad.algorithms.paths import TaskExecutor, autocast_dtype, check_batch, probe
 from metagrad.algorithms.selection import InnerParams
 from metagrad.checks import count_problem, finite_or_raise, require
+from metagrad.errors import UsageError
 from metagrad.functional.inner import InnerLoop
 from metagrad.functional.optim import make_inner_optimizer
 from metagrad.functional.params import detached
@@ -58,6 +59,7 @@ def reptile_direction(
     inner: InnerLoop,
     inner_batch_size: int | None = None,
     generator: torch.Generator | None = None,
+    meta_batch_size: int | None = None,
 ) -> tuple[Params, MetaOutput, dict]:
     """``theta - mean_t phi_t`` for a meta-batch, the adapted query losses, and the inner
     optimiser's state after the batch.
@@ -71,6 +73,8 @@ def reptile_direction(
             starts from ``inner.state`` (a fresh state when None).
         inner_batch_size: support examples per inner step (None: all).
         generator: random source of the mini-batch order.
+        meta_batch_size: ``batch`` is part of a meta-batch of that many tasks (a process's
+            share): the direction is its share, ``-sum_t delta_t / meta_batch_size``.
 
     Returns:
         ``(direction, output, state)``. ``state`` is where the optimiser would be had the tasks
@@ -98,7 +102,10 @@ def reptile_direction(
     else:  # report NaN losses and an empty output rather than fail
         losses = batch.support_x.new_full((batch.num_tasks,), float("nan"))
         out = batch.support_x.new_empty(batch.num_tasks, 0)
-    direction = {k: -v.mean(0) for k, v in delta.items()}
+    if meta_batch_size is None:
+        direction = {k: -v.mean(0) for k, v in delta.items()}
+    else:
+        direction = {k: -v.sum(0) / meta_batch_size for k, v in delta.items()}
     return direction, MetaOutput(losses.mean(), losses, out), state
 
 
@@ -172,8 +179,9 @@ class Reptile(MetaLearner):
             adapted=base.adapted,
         )
 
-    def backward(self, batch: TaskBatch) -> MetaOutput:
-        """Write (accumulate) the Reptile direction of ``batch`` into ``.grad``."""
+    def backward(self, batch: TaskBatch, *, meta_batch_size: int | None = None) -> MetaOutput:
+        """Write (accumulate) the Reptile direction of ``batch`` into ``.grad`` (its share of
+        a meta-batch of ``meta_batch_size`` tasks, if given: see :meth:`MetaLearner.backward`)."""
         params = self.params
         batch = autocast_dtype(check_batch(batch), params)
         executor = self.executor_for(batch)
@@ -186,6 +194,7 @@ class Reptile(MetaLearner):
             self.inner_loop(),
             self.inner_batch_size,
             self.generator,
+            meta_batch_size,
         )
         finite_or_raise(torch.stack([d.abs().max() for d in direction.values()]), "Reptile step")
         # A parameter the loss never uses stays where it is and gets no gradient (as on MAML's
@@ -195,6 +204,19 @@ class Reptile(MetaLearner):
         if self.inner_state == "carry":
             self.carried = {g: detached(sub) for g, sub in state.items()}
         return out
+
+    def _draws(self) -> object:
+        if self.inner_state == "carry":
+            raise UsageError(
+                "Reptile's carried inner state (inner_state = 'carry') runs the tasks of a "
+                "meta-batch in sequence, so it cannot take them one at a time or over several "
+                "processes; use inner_state = 'reset', or train.reduce = 'all_reduce' on one "
+                "process"
+            )
+        return (self.generator or torch.default_generator).get_state()  # mini-batch order
+
+    def _rewind(self, draws: object) -> None:
+        (self.generator or torch.default_generator).set_state(draws)
 
     def state_dict(self) -> dict:
         state = super().state_dict()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import traceback
 from pathlib import Path
 
 from metagrad.cli.configs import did_you_mean, resolve_config, shipped_configs
@@ -16,6 +17,7 @@ from metagrad.config import (
 from metagrad.errors import DownloadError, UsageError
 from metagrad.registry import UnknownName
 from metagrad.train.checkpoint import CheckpointError, CheckpointWriteError
+from metagrad.train.distributed import OtherRank, RankFailure, leading
 from metagrad.train.rundir import WriteFailure
 
 # Errors whose message tells the user what to do, printed as one line, with their exit code:
@@ -43,6 +45,7 @@ RUNTIME_ERRORS = (
     WriteFailure,
     OSError,
     MemoryError,
+    RankFailure,  # another process of a torchrun died or hung
 )
 USER_ERRORS = USAGE_ERRORS + RUNTIME_ERRORS
 
@@ -60,6 +63,16 @@ def out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and (
         type(error).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(error)
     )
+
+
+def other_rank(error: OtherRank) -> int:
+    """The exit code of a process of a torchrun that stops for an error rank 0 reports (it
+    says nothing; a bug keeps its traceback here, where it happened)."""
+    if isinstance(error.error, KeyboardInterrupt):
+        return 130
+    if not isinstance(error.error, USER_ERRORS):
+        traceback.print_exception(error.error)
+    return exit_code(error.error)
 
 
 def message(error: BaseException) -> str:
@@ -96,24 +109,28 @@ def run(args: argparse.Namespace) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
-    from metagrad.train.trainer import resume_run
+    from metagrad.train.trainer import fail_together, resume_run
     from metagrad.train.trainer import train as train_run
 
-    if args.resume:
-        if args.overwrite:
+    try:  # under torchrun, a process that cannot start stops the others with it
+        if args.resume and args.overwrite:
             raise UsageError("--overwrite replaces a run; --resume continues one: give one")
-        if args.config:
+        if args.resume and args.config:
             raise UsageError(
                 "--resume continues a run with its own config.toml; give no CONFIG with it "
                 "(--set train.iterations=N trains it further)"
             )
+        if not args.resume and args.config is None:
+            raise UsageError("give a CONFIG file to train, or --resume RUN_DIR")
+        cfg = None if args.resume else load_config(resolve_config(args.config), args.overrides)
+    except USER_ERRORS as e:
+        fail_together(e)
+    if args.resume:
         resume_run(args.resume, args.overrides, test=not args.no_test)
         return 0
-    if args.config is None:
-        raise UsageError("give a CONFIG file to train, or --resume RUN_DIR")
-    cfg = load_config(resolve_config(args.config), args.overrides)
     out = args.out or Path("runs") / cfg.name
-    print(f"training {cfg.name} into {out}", flush=True)
+    if leading():  # rank 0 speaks for the processes of a torchrun
+        print(f"training {cfg.name} into {out}", flush=True)
     train_run(cfg, out, test=not args.no_test, overwrite=args.overwrite)
     return 0
 
@@ -122,31 +139,39 @@ def test(args: argparse.Namespace) -> int:
     from metagrad.train.checkpoint import intact_checkpoints
     from metagrad.train.results import results_file
     from metagrad.train.testing import run_test
+    from metagrad.train.trainer import fail_together
 
     target: Path = args.target
-    if not target.exists():
-        try:
-            target = resolve_config(target)
-        except ConfigError:
-            raise FileNotFoundError(
-                f"{target} does not exist: give a run directory (holding config.toml), a "
-                f"config file or a config's name{did_you_mean(target)}; `metagrad list` shows "
-                "the configs"
-            ) from None
+    try:  # under torchrun, a process that cannot start stops the others with it
+        if not target.exists():
+            target = _config_file(target)
+        cfg = load_config(target / "config.toml" if target.is_dir() else target, args.overrides)
+    except USER_ERRORS as e:
+        fail_together(e)
     if target.is_dir():
-        cfg = load_config(target / "config.toml", args.overrides)
         checkpoint = args.checkpoint
         results = results_file(checkpoint, args.overrides)
         if checkpoint == "best" and "best" not in intact_checkpoints(target):
             checkpoint = "last"  # runs without validation keep only "last"
         run_test(target, checkpoint, cfg=cfg, results=results)
-        print(f"wrote {target / results}", flush=True)
+        if leading():
+            print(f"wrote {target / results}", flush=True)
         return 0
-    cfg = load_config(target, args.overrides)
     out = args.out or Path("runs") / cfg.name
     out.mkdir(parents=True, exist_ok=True)
     run_test(out, args.checkpoint if args.checkpoint != "best" else "untrained", cfg=cfg)
     return 0
+
+
+def _config_file(target: Path) -> Path:
+    try:
+        return resolve_config(target)
+    except ConfigError:
+        raise FileNotFoundError(
+            f"{target} does not exist: give a run directory (holding config.toml), a "
+            f"config file or a config's name{did_you_mean(target)}; `metagrad list` shows "
+            "the configs"
+        ) from None
 
 
 def list_things(args: argparse.Namespace) -> int:

@@ -169,13 +169,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``metagrad`` console script."""
     args = _parser().parse_args(argv)
-    from metagrad.runtime import keep_freed_memory
-
-    keep_freed_memory()  # before the first large tensor: see metagrad.runtime
     from metagrad.cli import commands
 
     try:
         return commands.run(args)
+    except commands.OtherRank as e:  # another process's error, which rank 0 reports
+        return commands.other_rank(e)
     except BrokenPipeError:  # `metagrad list | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -134,6 +134,12 @@ def _cross_section(cfg: ExperimentConfig) -> list[Problem]:
             f"test-time adaptation runs {steps} step(s) but {source} lists {len(lr)} per-step "
             f"rates; set eval.inner_lr to one float or a list of {steps}",
         )
+    if cfg.train.reduce == "ordered" and getattr(algorithm, "inner_state", None) == "carry":
+        add(
+            "train.reduce",
+            '"ordered" computes each task alone, but Reptile\'s carried inner state '
+            '(algorithm.inner_state = "carry") runs the tasks in sequence: use "all_reduce"',
+        )
     return problems
 
 

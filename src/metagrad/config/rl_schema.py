@@ -212,7 +212,16 @@ for _algorithm in (MAMLTRPOAlgorithmConfig, PretrainedRLConfig):
 
 # Settings of supervised runs that RL runs do not read: changing them would do nothing.
 _UNUSED = {
-    "train": ("outer_lr", "optimizer", "outer_lr_schedule", "min_outer_lr", "grad_clip"),
+    "train": (
+        "outer_lr",
+        "optimizer",
+        "outer_lr_schedule",
+        "min_outer_lr",
+        "grad_clip",
+        "dtype",
+        "precision",
+        "reduce",
+    ),
     "eval": ("tasks", "shots", "queries", "transductive", "chunk_size", "score_every"),
 }
 _INSTEAD = {
@@ -221,6 +230,9 @@ _INSTEAD = {
     "outer_lr_schedule": "TRPO's step is set by algorithm.max_kl",
     "min_outer_lr": "TRPO's step is set by algorithm.max_kl",
     "grad_clip": "TRPO's step is set by algorithm.max_kl",
+    "dtype": "policies run in float32",
+    "precision": "policies run in float32",
+    "reduce": "MAML-TRPO runs its tasks in one process",
     "tasks": "the number of test tasks is task.test_tasks",
     "shots": "episodes per test task are task.test_trajectories",
     "queries": "episodes per test task are task.test_trajectories",
@@ -251,7 +263,7 @@ def rl_problems(cfg: ExperimentConfig) -> list[Problem]:
                         f"remove it (got {value!r})",
                     )
                 )
-    if cfg.train.device != "cpu":
+    if cfg.train.device not in ("cpu", "auto"):
         problems.append(
             ("train.device", f'RL runs sample on the CPU: use "cpu", got {cfg.train.device!r}')
         )

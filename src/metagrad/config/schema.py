@@ -275,15 +275,18 @@ class MeanConfig(AlgorithmConfig):
 
 
 # ---------------------------------------------------------------------------- train, eval
+DEVICES = ("cpu", "cuda", "mps", "auto")  # and "cuda:N"
+
+
 def device_missing(device: str) -> str | None:
-    """Why the installed torch cannot run on ``device`` (None if it can).
+    """Why the installed torch cannot run on ``device`` (None if it can; ``"auto"`` always can).
 
     Checked when the config is read: a CUDA device on a CPU-only torch used to pass validation
     and kill the run at its first tensor with an AssertionError.
     """
     import torch
 
-    fix = 'use train.device = "cpu" (--set train.device=cpu)'
+    fix = 'use train.device = "cpu" or "auto" (--set train.device=cpu)'
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             return (
@@ -297,6 +300,24 @@ def device_missing(device: str) -> str | None:
             )
     if device == "mps" and not torch.backends.mps.is_available():
         return f"'mps' is not available: this torch ({torch.__version__}) has no MPS; {fix}"
+    return None
+
+
+def precision_missing(precision: str, device: str) -> str | None:
+    """Why ``precision`` (``"bf16"``, ``"fp16"``) cannot autocast on ``device`` (None if it can).
+
+    CPU autocast runs bf16 and fp16; CUDA runs fp16 everywhere and bf16 from Ampere on (or
+    emulated, which torch reports as supported); MPS runs both from torch 2.5 on.
+    """
+    import torch
+
+    if precision == "fp32" or device == "auto":  # "auto" resolves to a device that autocasts
+        return None
+    kind = device.partition(":")[0]
+    if not torch.amp.is_autocast_available(kind):
+        return f'torch {torch.__version__} has no autocast on {kind!r}; use precision = "fp32"'
+    if kind == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
+        return 'this GPU has no bfloat16: use precision = "fp16" or "fp32"'
     return None
 
 
@@ -322,8 +343,25 @@ class TrainConfig(Section):
     val_metric: Literal["auto", "last", "mean"] = "auto"
     log_every: int = 100  # append a line to metrics.jsonl every N iterations
     checkpoint_every: int = 1000  # save the "last" checkpoint every N iterations (0 = at end)
-    device: str = "cpu"  # torch device: "cpu", "cuda", "cuda:N" or "mps"
+    # torch device: "cpu", "cuda", "cuda:N", "mps", or "auto" (CUDA, else MPS, else the CPU;
+    # RL runs sample on the CPU). Under torchrun, "cuda" and "auto" give each process the GPU
+    # of its local rank.
+    device: str = "cpu"
     threads: int | None = None  # torch CPU threads (None = torch's default)
+    # The dtype of the model's parameters, and so of the whole computation (float64: for
+    # reference runs).
+    dtype: Literal["float32", "float64"] = "float32"
+    # Mixed precision: "bf16" / "fp16" run the meta-training steps under torch.autocast (the
+    # parameters and the optimiser stay float32; validation and test run in full precision).
+    # Not exact, and fp16 has no loss scaling here: prefer bf16 where the device has it.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # Several processes (torchrun): "all_reduce" sums the ranks' shares of the meta-gradient
+    # in one all_reduce (equal to one process's up to rounding); "ordered" gathers each task's
+    # gradient and sums them in the meta-batch's order (bit-identical for any number of
+    # processes, each task's gradient computed alone; more communication).
+    reduce: Literal["all_reduce", "ordered"] = "all_reduce"
+    # Several processes: a process that waits this long on another (dead or hung) stops the run.
+    dist_timeout_s: float = 300.0
 
     def problems(self) -> Iterator[Problem]:
         yield from at_least(self, 1, "iterations", "meta_batch_size", "val_tasks", "log_every")
@@ -335,11 +373,17 @@ class TrainConfig(Section):
             yield "min_outer_lr", f"must be in {shown}, got {self.min_outer_lr!r}"
         elif self.min_outer_lr and self.outer_lr_schedule != "cosine":
             yield "min_outer_lr", 'is where outer_lr_schedule "cosine" ends; set that, or remove it'
+        yield from positive(self, "dist_timeout_s")
         device = self.device
-        if not (device in ("cpu", "cuda", "mps") or device.removeprefix("cuda:").isdigit()):
-            yield "device", f'must be "cpu", "cuda", "cuda:N" or "mps", got {device!r}'
+        if not (device in DEVICES or device.removeprefix("cuda:").isdigit()):
+            yield "device", f'must be "cpu", "cuda", "cuda:N", "mps" or "auto", got {device!r}'
         elif (missing := device_missing(device)) is not None:
             yield "device", missing
+        elif (missing := precision_missing(self.precision, device)) is not None:
+            yield "precision", missing
+        if self.precision != "fp32" and self.dtype == "float64":
+            message = f'autocasts float32 to {self.precision}; with dtype = "float64" use "fp32"'
+            yield "precision", message
 
 
 @config_class

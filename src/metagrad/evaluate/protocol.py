@@ -7,7 +7,7 @@ tasks with a 95% interval ``1.96 * std / sqrt(n)``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from itertools import chain
 
@@ -131,6 +131,7 @@ def evaluate(
     seed: int = 0,
     score_every: int = 1,
     batch_norm: BatchNormMode | None = None,
+    owned: Callable[[int], bool] | None = None,
 ) -> EvalResult:
     """Adapt to every task of ``batches`` and score its query set after each inner step.
 
@@ -154,6 +155,12 @@ def evaluate(
             :data:`~metagrad.algorithms.normalization.BATCH_NORM_MODES` (``"support"``: the
             support set's alone, as ``metagrad adapt`` predicts); None: ``"transductive"`` or
             ``"non-transductive"`` as ``transductive`` says.
+        owned: which chunks of ``batches`` (by index) to score, the others being scored by
+            other processes; a chunk skipped still draws its mini-batch order, so every chunk
+            sees the same mini-batches whichever process scores it. None: all.
+
+    Returns:
+        The scores of the chunks scored, in their order.
     """
     require("score_every", count_problem(score_every, 1))
     mode = batch_norm or ("transductive" if transductive else "non-transductive")
@@ -166,9 +173,13 @@ def evaluate(
     inner = replace(inner.for_testing(), first_order=True, check_finite=False)
     generator = torch.Generator().manual_seed(seed)
     losses, accs = [], []
-    for batch in batches:
+    for index, batch in enumerate(batches):
         batch = autocast_dtype(batch, theta)
         pick = minibatch_schedule(batch.support_x.shape[1], inner_batch_size, generator)
+        if owned is not None and not owned(index):
+            for step in range(inner.inner_steps if pick is not None else 0):
+                pick(step)  # the draws this chunk's adaptation makes
+            continue
         x, y = batch.support_x, batch.support_y
         adapted = executor.trajectory_all(loss, theta, x, y, inner, pick)
         step_losses, step_accs = [], []
@@ -193,6 +204,9 @@ def evaluate(
                     step_accs.append(hits.cpu().numpy())
         losses.append(np.stack(step_losses))
         accs.append(np.stack(step_accs) if classification else None)
+    if not losses:  # no chunk was this process's
+        empty = np.zeros((len(scored), 0), dtype=np.float32)
+        return EvalResult(empty, empty if classification else None, scored)
     loss_arr = np.concatenate(losses, axis=1)
     acc_arr = np.concatenate(accs, axis=1) if classification else None
     return EvalResult(loss_arr, acc_arr, scored)

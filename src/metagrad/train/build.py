@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,9 +38,11 @@ from metagrad.errors import UsageError
 from metagrad.evaluate.mean import MeanPredictor
 from metagrad.models import MODELS
 from metagrad.registry import Registry
+from metagrad.runtime import keep_freed_memory
 from metagrad.tasks.preprocess import Preprocessing
 from metagrad.tasks.preprocess import omniglot as omniglot_preprocessing
 from metagrad.tasks.sinusoid import SinusoidTasks, TaskStream, fixed_tasks
+from metagrad.train.distributed import ONE, Ranks
 from metagrad.train.image_tasks import image_preprocessing, image_tasks
 from metagrad.train.rng import eval_seed
 from metagrad.types import Loss, TaskBatch
@@ -58,7 +60,11 @@ FixedTasks = Callable[[str, int, int], TaskBatch]
 
 @dataclass
 class Experiment:
-    """Everything a run needs, built from one config."""
+    """Everything a run needs, built from one config.
+
+    ``device`` is where the model and every task batch live (``train.device`` resolved);
+    ``ranks`` is this process's place among the run's processes (one process: ``ONE``).
+    """
 
     cfg: ExperimentConfig
     model: nn.Module
@@ -66,6 +72,8 @@ class Experiment:
     classification: bool
     train_tasks: TrainStream
     fixed: FixedTasks
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    ranks: Ranks = ONE
 
     def eval_batches(self, split: str, count: int, chunk: int) -> Iterator[TaskBatch]:
         """``count`` fixed tasks of ``split`` ("val" or "test"), ``chunk`` at a time.
@@ -73,7 +81,7 @@ class Experiment:
         The meta-test shows a progress bar on standard error when that is a terminal: a test
         of 600 tasks used to print nothing for minutes until its final table.
         """
-        device = self.cfg.train.device
+        device = self.device
         bar = _progress(count, "meta-test") if split == "test" else None
         try:
             for start in range(0, count, chunk):
@@ -96,16 +104,34 @@ def _progress(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="task", file=sys.stderr, leave=False)
 
 
-def build_experiment(cfg: ExperimentConfig) -> Experiment:
-    """Build the experiment of ``cfg`` (the model is freshly initialised from ``cfg.seed``)."""
+def build_experiment(cfg: ExperimentConfig, ranks: Ranks = ONE) -> Experiment:
+    """Build the experiment of ``cfg`` (the model is freshly initialised from ``cfg.seed``, on
+    the CPU, then moved: the same weights on every device and in every process)."""
+    device = resolve_device(cfg.train.device, ranks)
+    if device.type == "cpu":
+        keep_freed_memory()  # before the first large tensor; it helps the CPU's hot path only
+    elif device.type == "cuda":
+        torch.cuda.set_device(device)  # where NCCL's collectives run
     torch.manual_seed(cfg.seed)
     train_tasks, fixed, shape = TASK_BUILDERS[cfg.task.family](cfg, resolve_eval(cfg))
-    model = model_for(cfg, shape).to(cfg.train.device)
+    model = model_for(cfg, shape).to(device=device, dtype=getattr(torch, cfg.train.dtype))
     classification = cfg.task.kind == "classification"
     loss = F.cross_entropy if classification else F.mse_loss
     family = getattr(train_tasks, "family", None)  # the generative family, if there is one
     learner = LEARNER_BUILDERS[cfg.algorithm.name](cfg, model, loss, family)
-    return Experiment(cfg, model, learner, classification, train_tasks, fixed)
+    return Experiment(cfg, model, learner, classification, train_tasks, fixed, device, ranks)
+
+
+def resolve_device(device: str, ranks: Ranks = ONE) -> torch.device:
+    """``train.device`` as a torch device: ``"auto"`` is CUDA, else MPS, else the CPU; under
+    several processes, ``"cuda"`` (and ``"auto"`` on CUDA) is the GPU of the local rank."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu" and torch.backends.mps.is_available():
+            device = "mps"
+    if device == "cuda" and ranks.many:
+        device = f"cuda:{ranks.local_rank}"
+    return torch.device(device)
 
 
 def _download_omniglot(root: Path) -> list[Path]:

@@ -54,6 +54,7 @@ __all__ = [
     "capture_rng_state",
     "intact_checkpoints",
     "load_checkpoint",
+    "on_device",
     "restore_rng_state",
     "save_checkpoint",
     "state_file",
@@ -346,6 +347,19 @@ def load_checkpoint(
     if expected is not None:
         _check_fit(name, weights, expected)
     return weights, state
+
+
+def on_device(state: Any, device: torch.device | str) -> Any:
+    """``state`` (as loaded: CPU tensors, nested in dicts, lists and tuples) with its tensors
+    on ``device``: a checkpoint is device-independent, a CUDA run's resumes on the CPU and the
+    reverse."""
+    if isinstance(state, Tensor):
+        return state.to(device)
+    if isinstance(state, dict):
+        return {k: on_device(v, device) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(on_device(v, device) for v in state)
+    return state
 
 
 def _check_fit(name: str, weights: Mapping[str, Tensor], expected: Mapping[str, Tensor]) -> None:

@@ -25,6 +25,7 @@ from metagrad.train.checkpoint import (
     intact_checkpoints,
     load_checkpoint,
 )
+from metagrad.train.distributed import ONE, Ranks, stop_agreed
 from metagrad.train.io import atomic_write_text
 from metagrad.train.monitor import Monitor
 from metagrad.train.rundir import (
@@ -40,6 +41,14 @@ from metagrad.train.rundir import (
 if TYPE_CHECKING:
     from metagrad.evaluate.protocol import EvalResult
     from metagrad.train.rl_testing import RLEvalResult
+
+
+class Silent:
+    """The monitor of a process other than rank 0: it reports nothing."""
+
+    def advance(self, step: int, loss: float) -> None: ...
+    def log(self, step: int, split: str, metrics: dict[str, Any]) -> None: ...
+    def close(self, failing: bool = False) -> None: ...
 
 
 class Interrupted(KeyboardInterrupt):
@@ -203,6 +212,7 @@ def run_loop(
     save: Save,
     max_steps: int | None = None,
     wall: float | None = None,
+    ranks: Ranks = ONE,
 ) -> tuple[int, float | None]:
     """Train from ``step`` to ``t.iterations`` (or ``max_steps``), validating and saving.
 
@@ -223,6 +233,10 @@ def run_loop(
         max_steps: stop after this step (the run can be resumed).
         wall: track the wall-clock time of the run, starting from these seconds (those of the
             steps before a resume); "val" lines then carry ``wall_s``. ``None``: untracked.
+        ranks: this process's place among the run's processes. Every process runs the loop
+            (the steps, validations and saves at the same steps; ``save`` writes on rank 0
+            only); rank 0 alone logs, and a stop asked of any process stops all after the
+            same step.
 
     Returns:
         The steps done and the best validation metric.
@@ -236,13 +250,13 @@ def run_loop(
 
     monitor = None
     try:
-        monitor = Monitor(run_dir, t.iterations, step)
+        monitor = Monitor(run_dir, t.iterations, step) if ranks.leader else Silent()
         with stop_requests() as stop_request:
             while step < stop:
                 loss, record = train_step(step)
                 step += 1
                 monitor.advance(step, loss)
-                if step % t.log_every == 0 or step == stop:
+                if ranks.leader and (step % t.log_every == 0 or step == stop):
                     now = time.perf_counter()
                     since = SinceLog(step - step_last, now - t_last, wall_s())
                     monitor.log(step, "train", record(since))
@@ -255,13 +269,15 @@ def run_loop(
                     if best is None or metric > best:
                         best = metric
                         save("best", step, best, wall_s())
+                stopping = stop_agreed(ranks, stop_request.signal is not None)
                 due = t.checkpoint_every and step % t.checkpoint_every == 0
-                if due or step == stop or stop_request.signal:  # a stop saves its steps
+                if due or step == stop or stopping:  # a stop saves its steps
                     save("last", step, best, wall_s())
-                if stop_request.signal and step < stop:
+                if stopping and step < stop:
                     raise Interrupted(
-                        f"{stop_request.signal}: stopped at step {step} and saved checkpoint "
-                        f"'last'; continue with `metagrad train --resume {run_dir}`"
+                        f"{stop_request.signal or 'another process was asked to stop'}: stopped at "
+                        f"step {step} and saved checkpoint 'last'; continue with `metagrad "
+                        f"train --resume {run_dir}`"
                     )
     except FloatingPointError as e:  # raised before the optimizer step: no weights diverged
         raise FloatingPointError(f"{e} ({intact_hint(run_dir)})") from None

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, fields, is_dataclass
+from dataclasses import MISSING, asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,18 @@ from metagrad.errors import UsageError
 CONFIG_FILE = "config.toml"
 LOCK_FILE, HOLDER_FILE = ".lock", ".lock.holder"
 # What a resume may change: the budget, the bookkeeping and what changes only rounding (the
-# execution path, the chunking), never what the steps compute. The single list: the config
-# hash of a checkpoint leaves these out, and `--resume --set` accepts only these.
+# execution path, the chunking, the device, how processes sum the meta-gradient), never what
+# the steps compute. The single list: the config hash of a checkpoint leaves these out, and
+# `--resume --set` accepts only these. (The number of processes is no config value: a run
+# resumes on any.)
 RESUMABLE = (
     "name",
     "train.iterations",
     "train.*_every",
     "train.threads",
+    "train.device",
+    "train.reduce",
+    "train.dist_timeout_s",
     "eval.*",
     "algorithm.path",
     "algorithm.chunk_size",
@@ -75,6 +80,19 @@ def config_identity(cfg: ExperimentConfig) -> dict[str, str]:
     return {k: repr(v) for k, v in sorted(flat_config(cfg).items()) if not resumable(k)}
 
 
+def flat_defaults(cfg: ExperimentConfig) -> dict[str, str]:
+    """The default of every key of ``cfg`` that has one, as :func:`config_identity` shows it."""
+    out = {}
+    for field in fields(cfg):
+        part = getattr(cfg, field.name)
+        for f in fields(part) if is_dataclass(part) else ():
+            if f.default is not MISSING:
+                out[f"{field.name}.{f.name}"] = repr(f.default)
+            elif f.default_factory is not MISSING:
+                out[f"{field.name}.{f.name}"] = repr(f.default_factory())
+    return out
+
+
 def config_hash(identity: Mapping[str, str]) -> str:
     """The sha256 of a :func:`config_identity`."""
     return hashlib.sha256(json.dumps(dict(identity), sort_keys=True).encode()).hexdigest()
@@ -94,7 +112,18 @@ def check_same_config(run_dir: Path, cfg: ExperimentConfig, state: Mapping[str, 
     if config_hash(identity) == saved:
         return
     old = state.get("config") if isinstance(state.get("config"), dict) else {}
-    changed = sorted(k for k in set(identity) | set(old) if identity.get(k) != old.get(k))
+    defaults = flat_defaults(cfg)
+    changed = sorted(
+        k
+        for k in set(identity) | set(old)
+        if identity.get(k) != old.get(k)
+        # A key metagrad added after the checkpoint was saved, at its default, computes what
+        # the older version did; a key that a resume may now change no longer counts.
+        and not (k not in old and old and identity[k] == defaults.get(k))
+        and not (k not in identity and resumable(k))
+    )
+    if old and not changed:
+        return
     shown = ", ".join(f"{k} {old.get(k, '?')} -> {identity.get(k, '?')}" for k in changed[:4])
     raise UsageError(
         f"{run_dir / CONFIG_FILE} differs from the config its checkpoint was trained with "

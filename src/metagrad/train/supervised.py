@@ -18,13 +18,17 @@ from typing import Any
 
 import torch
 
+from metagrad.algorithms.paths import has_running_stats
 from metagrad.config import ExperimentConfig
+from metagrad.errors import UsageError
 from metagrad.train.build import Experiment, build_experiment
 from metagrad.train.checkpoint import (
     capture_rng_state,
+    on_device,
     restore_rng_state,
     save_checkpoint,
 )
+from metagrad.train.distributed import ONE, Ranks, share, together
 from metagrad.train.loop import (
     SinceLog,
     TrainResult,
@@ -36,6 +40,7 @@ from metagrad.train.loop import (
 )
 from metagrad.train.preprocessing import record_preprocessing
 from metagrad.train.rundir import check_new_run
+from metagrad.train.sharding import autocasting, sharded_backward
 from metagrad.train.testing import run_test, validation_metric
 
 
@@ -61,18 +66,29 @@ def outer_lr(cfg: ExperimentConfig, step: int) -> float:
 
 
 def train_supervised(
-    cfg: ExperimentConfig, run_dir: Path, resume: bool, test: bool, max_steps: int | None
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    resume: bool,
+    test: bool,
+    max_steps: int | None,
+    ranks: Ranks = ONE,
 ) -> TrainResult:
     """Meta-train the supervised experiment ``cfg`` into ``run_dir`` (or resume it), then test.
 
-    Arguments as :func:`metagrad.train.trainer.train`'s.
+    Arguments as :func:`metagrad.train.trainer.train`'s; ``ranks``: this process's place
+    among the run's processes, which split each meta-batch's tasks
+    (:mod:`metagrad.train.sharding`) and the evaluations' chunks; rank 0 alone writes.
     """
-    if not resume:
+    if not resume and ranks.leader:
         check_new_run(run_dir)
-    exp = build_experiment(cfg)  # before the run directory: missing data leaves no run behind
+    with together(ranks):  # before the run directory: missing data leaves no run behind
+        exp = build_experiment(cfg, ranks)
+        check_shardable(exp)
     if not resume:
-        start_run(cfg, run_dir)
-        record_preprocessing(cfg, run_dir)  # how images become inputs, for metagrad.load
+        with together(ranks):
+            if ranks.leader:
+                start_run(cfg, run_dir)
+                record_preprocessing(cfg, run_dir)  # how images become inputs, for metagrad.load
     # The learner's parameters: the model's, then what it learns itself (learnable inner
     # learning rates, per-step BatchNorm weights), which its state_dict checkpoints.
     opt = make_outer_optimizer(cfg, exp.learner.parameters()) if _trainable(exp) else None
@@ -86,10 +102,14 @@ def train_supervised(
     def train_step(done: int) -> tuple[float, Callable[[SinceLog], dict[str, Any]]]:
         for group in opt.param_groups:
             group["lr"] = outer_lr(cfg, done)
-        batch = exp.train_tasks.sample(t.meta_batch_size).to(t.device)
+        # The whole meta-batch, drawn alike by every process, which keeps its block of tasks.
+        batch = exp.train_tasks.sample(t.meta_batch_size)
         opt.zero_grad(set_to_none=True)
-        out = exp.learner.backward(batch)
-        loss = out.loss.item()
+        with autocasting(exp.device, t.precision):
+            got = sharded_backward(
+                exp.learner, batch, ranks, t.reduce, exp.classification, exp.device
+            )
+        loss = got.loss
         # Checked before the optimizer's step, so diverged weights never reach a checkpoint.
         if not math.isfinite(loss) and batch.query_x.shape[1] > 0:
             raise FloatingPointError(
@@ -110,19 +130,19 @@ def train_supervised(
         opt.step()
 
         def record(since: SinceLog) -> dict[str, Any]:
-            rate = since.steps * t.meta_batch_size / since.seconds
+            rate = since.steps * t.meta_batch_size / since.seconds  # every process's tasks
             metrics = {"loss": loss, "lr": outer_lr(cfg, done), "tasks_per_s": rate}
             metrics["wall_s"] = since.wall  # since the run started, validation included
             if exp.classification:
-                acc = (out.query_out.argmax(-1) == batch.query_y).float().mean().item()
-                metrics["accuracy"] = acc
+                metrics["accuracy"] = got.accuracy
             return metrics
 
         return loss, record
 
     save = partial(_save, exp, opt, run_dir, config_state(cfg))
+    validate = partial(validation_metric, exp)
     step, best = run_loop(
-        run_dir, t, step, best, train_step, lambda: validation_metric(exp), save, max_steps, wall
+        run_dir, t, step, best, train_step, validate, save, max_steps, wall, ranks
     )
     result = None
     if test and step >= t.iterations:
@@ -149,6 +169,8 @@ def _save(
     best: float | None,
     wall: float | None,
 ) -> None:
+    if not exp.ranks.leader:  # the state is the same in every process: rank 0 writes it
+        return
     generators = {"reptile": exp.learner.generator} if _reptile_gen(exp) else {}
     state = {
         "step": step,
@@ -171,18 +193,36 @@ def _reptile_gen(exp: Experiment) -> bool:
 def _restore(
     exp: Experiment, opt, run_dir: Path, cfg: ExperimentConfig
 ) -> tuple[int, float | None, float]:
-    found = load_resume_checkpoint(run_dir, exp.model.state_dict(), cfg)
+    expected = exp.model.state_dict()
+    # Rank 0 reads the checkpoint; every process restores the same state from it (on its own
+    # device: a checkpoint holds CPU tensors), whatever the number of processes that saved it.
+    found = share(exp.ranks, lambda: load_resume_checkpoint(run_dir, expected, cfg))
     if found is None:  # stopped before its first checkpoint: start again
         return 0, None, 0.0
     weights, state = found
-    with restoring(run_dir):
+    with together(exp.ranks), restoring(run_dir):
         exp.model.load_state_dict(weights)
         if opt is not None:
-            opt.load_state_dict(state["optimizer"])
+            opt.load_state_dict(state["optimizer"])  # moved to the parameters' device
         restore_rng_state(state["rng"])
         exp.train_tasks.load_state_dict(state["sampler"])
         for name, s in state.get("torch_generators", {}).items():
             if name == "reptile" and _reptile_gen(exp):
                 exp.learner.generator.set_state(s)
-        exp.learner.load_state_dict(state.get("learner", {}))
+        exp.learner.load_state_dict(on_device(state.get("learner", {}), exp.device))
     return state["step"], state["best_metric"], state.get("wall_seconds") or 0.0
+
+
+def check_shardable(exp: Experiment) -> None:
+    """Refuse to split the meta-batches of ``exp`` over processes when its model cannot.
+
+    Raises:
+        UsageError: the model's BatchNorm keeps running statistics, updated in place task by
+            task in the meta-batch's order: each process would see its own tasks only.
+    """
+    if exp.ranks.many and has_running_stats(exp.model):
+        raise UsageError(
+            "the model's BatchNorm keeps running statistics, updated task by task in the "
+            "meta-batch's order, which several processes cannot reproduce: use model.norm = "
+            '"transductive" (the papers\' policy), or train on one process'
+        )

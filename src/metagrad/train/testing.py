@@ -6,6 +6,9 @@ import itertools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+import torch
+
 from metagrad.algorithms import InnerLoop
 from metagrad.algorithms.learner import MetaLearner
 from metagrad.config import (
@@ -18,6 +21,16 @@ from metagrad.config import (
 from metagrad.evaluate.mean import MeanPredictor
 from metagrad.evaluate.protocol import EvalResult, evaluate
 from metagrad.train.build import Experiment, build_experiment
+from metagrad.train.checkpoint import on_device
+from metagrad.train.distributed import (
+    Ranks,
+    gather_rows,
+    launched,
+    process_group,
+    same_config,
+    share,
+    together,
+)
 from metagrad.train.results import RESULTS_FILE, load_named_checkpoint, write_report
 
 if TYPE_CHECKING:
@@ -34,7 +47,11 @@ def _inner(exp: Experiment) -> tuple[InnerLoop, int | None]:
 
 
 def evaluate_split(exp: Experiment, split: str, tasks: int) -> EvalResult:
-    """Adapt to ``tasks`` fixed tasks of ``split`` and score them after each inner step."""
+    """Adapt to ``tasks`` fixed tasks of ``split`` and score them after each inner step.
+
+    Several processes score the chunks of tasks round robin and gather the scores, so every
+    task is adapted in the chunk it would be in one process (the same numbers).
+    """
     cfg = exp.cfg
     chunk = cfg.eval.chunk_size or getattr(exp.learner, "chunk_size", None) or 50
     batches = exp.eval_batches(split, tasks, chunk)
@@ -45,8 +62,9 @@ def evaluate_split(exp: Experiment, split: str, tasks: int) -> EvalResult:
     first = next(batches)  # the tasks' sizes choose the "auto" path, as in training
     training = exp.model.training
     exp.model.eval()  # test-time behaviour: running statistics where the policy keeps them
+    ranks = exp.ranks
     try:
-        return evaluate(
+        mine = evaluate(
             exp.learner.executor_for(first),
             exp.learner.loss,
             exp.learner.params,
@@ -57,9 +75,35 @@ def evaluate_split(exp: Experiment, split: str, tasks: int) -> EvalResult:
             inner_batch_size=batch_size,
             seed=cfg.eval.seed,
             score_every=cfg.eval.score_every,
+            owned=ranks.owns if ranks.many else None,
         )
     finally:
         exp.model.train(training)
+    return gather_chunks(ranks, mine, [min(chunk, tasks - s) for s in range(0, tasks, chunk)])
+
+
+def gather_chunks(ranks: Ranks, mine: EvalResult, sizes: list[int]) -> EvalResult:
+    """The scores of every chunk (of ``sizes`` tasks each), in chunk order, on every process,
+    from each process's scores of its own chunks (:meth:`Ranks.owns`)."""
+    if not ranks.many:
+        return mine
+    parts = [mine.losses] + ([mine.accuracies] if mine.accuracies is not None else [])
+    rows = torch.from_numpy(np.concatenate(parts, axis=0).T.astype(np.float64))  # [tasks, ..]
+    counts = [
+        sum(n for i, n in enumerate(sizes) if i % ranks.world == r) for r in range(ranks.world)
+    ]
+    every = gather_rows(ranks, rows, counts).numpy()  # the ranks' rows, in rank order
+    starts = np.cumsum([0, *counts])
+    taken, columns = [0] * ranks.world, []
+    for i, n in enumerate(sizes):  # chunk i is rank i % world's next
+        r = i % ranks.world
+        begin = starts[r] + taken[r]
+        columns.append(every[begin : begin + n])
+        taken[r] += n
+    table = np.concatenate(columns).T.astype(mine.losses.dtype)  # [rows, tasks]
+    steps = mine.losses.shape[0]
+    accuracies = table[steps:] if mine.accuracies is not None else None
+    return EvalResult(table[:steps], accuracies, mine.steps)
 
 
 def validation_metric(exp: Experiment) -> tuple[float, dict]:
@@ -108,20 +152,34 @@ def run_test(
         from metagrad.train.rl_testing import run_rl_test
 
         return run_rl_test(run_dir, checkpoint, cfg=cfg, results=results)
+    if exp is None and launched():  # under torchrun: the processes share out the tasks
+        with process_group(cfg.train.dist_timeout_s) as ranks:
+            same_config(ranks, cfg)
+            with together(ranks):
+                exp = build_experiment(cfg, ranks)
+            return run_test(run_dir, checkpoint, exp, cfg, results)
     exp = exp or build_experiment(cfg)
     source = _load_weights(exp, run_dir, checkpoint)
     result = evaluate_split(exp, "test", cfg.eval.tasks)
-    report = {"name": cfg.name, "checkpoint": source, **result.to_dict()}
-    write_report(run_dir, results, report, result.table())
+    if exp.ranks.leader:
+        report = {"name": cfg.name, "checkpoint": source, **result.to_dict()}
+        write_report(run_dir, results, report, result.table())
     return result
 
 
 def _load_weights(exp: Experiment, run_dir: Path, checkpoint: str) -> str:
+    """Load ``checkpoint`` into the model and the learner (rank 0 reads it, every process of
+    the run gets it) and describe it."""
     if isinstance(exp.learner, MeanPredictor):
         return "no weights (mean predictor)"
     expected = exp.model.state_dict()
-    weights, state, source = load_named_checkpoint(run_dir, checkpoint, expected, exp.cfg.seed)
-    if weights is not None:
-        exp.model.load_state_dict(weights)
-        exp.learner.load_state_dict(state.get("learner", {}))
-    return source
+
+    def read() -> dict:
+        weights, state, source = load_named_checkpoint(run_dir, checkpoint, expected, exp.cfg.seed)
+        return {"weights": weights, "learner": state.get("learner", {}), "source": source}
+
+    found = share(exp.ranks, read)
+    if found["weights"] is not None:
+        exp.model.load_state_dict(found["weights"])
+        exp.learner.load_state_dict(on_device(found["learner"], exp.device))
+    return found["source"]

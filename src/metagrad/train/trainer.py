@@ -11,14 +11,39 @@ and N more give bit-identical parameters to 2N uninterrupted steps.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
-from metagrad.config import ExperimentConfig, config_to_toml, load_config
+from metagrad.config import (
+    ExperimentConfig,
+    TrainConfig,
+    config_from_dict,
+    config_to_toml,
+    load_config,
+)
 from metagrad.errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 from metagrad.train.checkpoint import intact_checkpoints
+from metagrad.train.distributed import (
+    ONE,
+    OtherRank,
+    Ranks,
+    echo,
+    launched,
+    process_group,
+    same_config,
+    share,
+    together,
+)
 from metagrad.train.io import atomic_write_text
 from metagrad.train.loop import TrainResult
 from metagrad.train.rundir import (
@@ -62,12 +87,77 @@ def train(
         FileExistsError: ``run_dir`` holds a run and neither ``resume`` nor ``overwrite``.
         UsageError: ``run_dir`` is a file, unwritable, or in use by another process.
     """
-    if not resume:
-        check_out_dir(run_dir)
-    with run_lock(run_dir):
-        if not resume:
-            check_new_run(run_dir, overwrite)
-        return _train(cfg, run_dir, resume, test, max_steps)
+    with process_group(cfg.train.dist_timeout_s) as ranks:
+        agree_on_config(ranks, cfg)
+        with _claimed(ranks, run_dir, resume, overwrite):
+            return _train(cfg, run_dir, resume, test, max_steps, ranks)
+
+
+@contextlib.contextmanager
+def _claimed(ranks: Ranks, run_dir: Path, resume: bool, overwrite: bool) -> Iterator[None]:
+    """Rank 0 takes ``run_dir`` (its lock, for the block) after checking it may; if it may
+    not, every process stops with rank 0's error."""
+    with contextlib.ExitStack() as held:
+        with together(ranks):
+            if ranks.leader:
+                if not resume:
+                    check_out_dir(run_dir)
+                held.enter_context(run_lock(run_dir))
+                if not resume:
+                    check_new_run(run_dir, overwrite)
+        yield
+
+
+def agree_on_config(
+    ranks: Ranks, cfg: ExperimentConfig | None, problem: BaseException | None = None
+) -> None:
+    """Check, at start-up, that every process of the run can train ``cfg``, the same one.
+
+    Every process passes its config, or the ``problem`` that kept it from having one (it
+    still comes, so that no other process waits for it in vain).
+
+    Raises:
+        UsageError: (rank 0; :class:`OtherRank` on the others) a process could not read its
+            config, the configs differ (:func:`same_config`), or its meta-batches cannot be
+            split over the processes.
+    """
+    same_config(ranks, cfg, problem)
+    if ranks.many and (error := _unshardable(ranks, cfg)) is not None:
+        raise echo(ranks, error)
+
+
+def _unshardable(ranks: Ranks, cfg: ExperimentConfig) -> UsageError | None:
+    """Why the meta-batches of ``cfg`` cannot be split over ``ranks.world`` processes."""
+    tasks = cfg.train.meta_batch_size
+    if cfg.task.kind == "rl":
+        return UsageError(
+            f"MAML-TRPO does not split its tasks over processes (started {ranks.world}): its "
+            "environments already run in task.workers processes; start it as one process"
+        )
+    if ranks.world > tasks:
+        return UsageError(
+            f"{ranks.world} processes cannot split train.meta_batch_size = {tasks} task(s): "
+            "each needs one task at least (the tasks of a meta-batch are split, never the "
+            f"examples of a task); start at most {tasks}, or raise train.meta_batch_size"
+        )
+    if getattr(cfg.algorithm, "inner_state", "reset") == "carry":
+        return UsageError(
+            "Reptile's carried inner state (algorithm.inner_state = 'carry') runs the tasks of "
+            "a meta-batch in sequence, which several processes cannot: use inner_state = "
+            "'reset', or train on one process"
+        )
+    return None
+
+
+def fail_together(problem: BaseException) -> NoReturn:
+    """Raise ``problem`` (a bad config, a bad flag); under a launcher, first meet the other
+    processes, which would otherwise wait for this one in vain, so that all stop with it
+    (rank 0 reports it: :func:`agree_on_config`)."""
+    if not launched():
+        raise problem
+    with process_group(TrainConfig.dist_timeout_s) as ranks:
+        agree_on_config(ranks, None, problem)
+    raise problem  # pragma: no cover - agree_on_config raised
 
 
 def _train(
@@ -76,6 +166,7 @@ def _train(
     resume: bool,
     test: bool = True,
     max_steps: int | None = None,
+    ranks: Ranks = ONE,
 ) -> TrainResult:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -83,7 +174,12 @@ def _train(
         from metagrad.train.rl_trainer import train_rl
 
         return train_rl(cfg, run_dir, resume, test, max_steps)
-    return train_supervised(cfg, run_dir, resume, test, max_steps)
+    try:
+        return train_supervised(cfg, run_dir, resume, test, max_steps, ranks)
+    except (FloatingPointError, KeyboardInterrupt) as e:  # met by every process alike
+        if ranks.many and not ranks.leader:
+            raise OtherRank(e) from e
+        raise
 
 
 # What a resume may change (kept in one place, metagrad.train.rundir.RESUMABLE).
@@ -161,7 +257,24 @@ def resume_run(run_dir: Path, overrides: Sequence[str] = (), **kw) -> TrainResul
             ``["train.iterations=20000"]`` to train a finished run further.
         **kw: passed to :func:`train`.
     """
-    if not (run_dir / CONFIG_FILE).exists():
-        resumed_config(run_dir)  # raises, saying why
-    with run_lock(run_dir):
-        return _train(resumed_config(run_dir, overrides), run_dir, resume=True, **kw)
+    if not launched():
+        if not (run_dir / CONFIG_FILE).exists():
+            resumed_config(run_dir)  # raises, saying why
+        with run_lock(run_dir):
+            return _train(resumed_config(run_dir, overrides), run_dir, resume=True, **kw)
+    # Several processes: rank 0 reads (and with overrides rewrites) the run's config.toml and
+    # gives it to the others, which need not see the run directory.
+    with process_group(_timeout(run_dir)) as ranks, _claimed(ranks, run_dir, True, False):
+        text = share(ranks, lambda: config_to_toml(resumed_config(run_dir, overrides)))
+        with together(ranks):
+            cfg = config_from_dict(tomllib.loads(text), str(run_dir / CONFIG_FILE))
+        agree_on_config(ranks, cfg)
+        return _train(cfg, run_dir, resume=True, ranks=ranks, **kw)
+
+
+def _timeout(run_dir: Path) -> float:
+    """``train.dist_timeout_s`` of the run in ``run_dir``, if this process can read it."""
+    try:
+        return load_config(run_dir / CONFIG_FILE).train.dist_timeout_s
+    except (UsageError, OSError):
+        return TrainConfig.dist_timeout_s
