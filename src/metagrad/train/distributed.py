@@ -140,12 +140,19 @@ def process_group(timeout_s: float) -> Iterator[Ranks]:
                 backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s)
             )
     quiet = contextlib.nullcontext() if ranks.leader else _silenced_stdout()
+    finished = False
     try:
         with quiet:
             yield ranks
+        finished = True
     finally:
         if not joined:
             with contextlib.suppress(RuntimeError, ValueError):
+                if finished:
+                    # Tear down together: a process that destroyed its group while another
+                    # still used it aborted at exit ("terminate called without an active
+                    # exception", 1 run in 4 of a 2-process torchrun here).
+                    dist.barrier()
                 dist.destroy_process_group()
 
 
