@@ -26,6 +26,7 @@ from metagrad.types import TaskBatch
 __all__ = [
     "EpisodeIndices",
     "EpisodeSampler",
+    "SeededStream",
     "draw_episodes",
     "expand_rotations",
     "gather_episodes",
@@ -141,7 +142,43 @@ def gather_episodes(
     return TaskBatch(support_x, support_y, query_x, query_y)
 
 
-class EpisodeSampler:
+class SeededStream:
+    """The checkpointable position of a sampler's training stream: a subclass keeps its
+    generator in ``_rng``, counts ``episodes_drawn`` and says what must match to resume in
+    ``_config()``."""
+
+    _rng: np.random.Generator
+    episodes_drawn: int
+
+    def _config(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training stream's position as plain JSON-able data (big ints as strings)."""
+        return {
+            "version": _STATE_VERSION,
+            "config": self._config(),
+            "episodes_drawn": self.episodes_drawn,
+            "bit_generator": ints_to_str(self._rng.bit_generator.state),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`: the following :meth:`sample` calls repeat the stream."""
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(
+                f"sampler state version {state.get('version')!r} is not {_STATE_VERSION}; it "
+                "was saved by another metagrad version"
+            )
+        if state["config"] != self._config():
+            raise ValueError(
+                f"the saved sampler state is for {state['config']} but this sampler is "
+                f"{self._config()}; build the sampler with the same data and settings to resume"
+            )
+        self._rng.bit_generator.state = str_to_ints(state["bit_generator"])
+        self.episodes_drawn = int(state["episodes_drawn"])
+
+
+class EpisodeSampler(SeededStream):
     """Samples N-way K-shot Q-query meta-batches from an in-memory uint8 image array.
 
     Args:
@@ -237,30 +274,6 @@ class EpisodeSampler:
             "rotations": list(self.rotations),
             "seed": self.seed,
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        """The training stream's position as plain JSON-able data (big ints as strings)."""
-        return {
-            "version": _STATE_VERSION,
-            "config": self._config(),
-            "episodes_drawn": self.episodes_drawn,
-            "bit_generator": ints_to_str(self._rng.bit_generator.state),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`: the following :meth:`sample` calls repeat the stream."""
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(
-                f"sampler state version {state.get('version')!r} is not {_STATE_VERSION}; it "
-                "was saved by another metagrad version"
-            )
-        if state["config"] != self._config():
-            raise ValueError(
-                f"the saved sampler state is for {state['config']} but this sampler is "
-                f"{self._config()}; build the sampler with the same data and settings to resume"
-            )
-        self._rng.bit_generator.state = str_to_ints(state["bit_generator"])
-        self.episodes_drawn = int(state["episodes_drawn"])
 
 
 def ints_to_str(obj: Any) -> Any:

@@ -23,13 +23,11 @@ import numpy as np
 import torch
 
 from metagrad.tasks.augment import ImagePipeline
-from metagrad.tasks.episodes import ints_to_str, str_to_ints
+from metagrad.tasks.episodes import SeededStream
 from metagrad.types import TaskBatch
 
-_STATE_VERSION = 1
 
-
-class LabelledEpisodeSampler:
+class LabelledEpisodeSampler(SeededStream):
     """Samples N-way K-shot Q-query meta-batches from a labelled image split.
 
     Args:
@@ -141,27 +139,3 @@ class LabelledEpisodeSampler:
             "pipeline": repr(self.pipeline),
             "seed": self.seed,
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        """The training stream's position as plain JSON-able data (big ints as strings)."""
-        return {
-            "version": _STATE_VERSION,
-            "config": self._config(),
-            "episodes_drawn": self.episodes_drawn,
-            "bit_generator": ints_to_str(self._rng.bit_generator.state),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`: the following :meth:`sample` calls repeat the stream."""
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(
-                f"sampler state version {state.get('version')!r} is not {_STATE_VERSION}; it "
-                "was saved by another metagrad version"
-            )
-        if state["config"] != self._config():
-            raise ValueError(
-                f"the saved sampler state is for {state['config']} but this sampler is "
-                f"{self._config()}; build the sampler with the same data and settings to resume"
-            )
-        self._rng.bit_generator.state = str_to_ints(state["bit_generator"])
-        self.episodes_drawn = int(state["episodes_drawn"])
