@@ -128,7 +128,9 @@ def _weights(run: Path, name: str = "last") -> dict[str, torch.Tensor]:
 def _records(run: Path) -> list[dict]:
     """metrics.jsonl without its clock readings."""
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("wall_s", "tasks_per_s")} for r in lines]
+    return [
+        {k: v for k, v in r.items() if k not in ("wall_s", "train_s", "tasks_per_s")} for r in lines
+    ]
 
 
 def _assert_identical(a: dict, b: dict) -> None:

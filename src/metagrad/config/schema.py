@@ -343,6 +343,13 @@ class TrainConfig(Section):
     val_metric: Literal["auto", "last", "mean"] = "auto"
     log_every: int = 100  # append a line to metrics.jsonl every N iterations
     checkpoint_every: int = 1000  # save the "last" checkpoint every N iterations (0 = at end)
+    # Stop once the training steps (validation and saves not counted) have taken this many
+    # seconds on budget_clock, then test as at train.iterations (None = no budget). Resumes
+    # continue the count; a resume may raise it.
+    time_budget_s: float | None = None
+    # What measures that time: "wall" (elapsed) or "cpu" (this process's CPU time, all its
+    # threads: immune to pauses and to other jobs on the machine).
+    budget_clock: Literal["wall", "cpu"] = "wall"
     # torch device: "cpu", "cuda", "cuda:N", "mps", or "auto" (CUDA, else MPS, else the CPU;
     # RL runs sample on the CPU). Under torchrun, "cuda" and "auto" give each process the GPU
     # of its local rank.
@@ -373,7 +380,7 @@ class TrainConfig(Section):
             yield "min_outer_lr", f"must be in {shown}, got {self.min_outer_lr!r}"
         elif self.min_outer_lr and self.outer_lr_schedule != "cosine":
             yield "min_outer_lr", 'is where outer_lr_schedule "cosine" ends; set that, or remove it'
-        yield from positive(self, "dist_timeout_s")
+        yield from positive(self, "dist_timeout_s", "time_budget_s")
         device = self.device
         if not (device in DEVICES or device.removeprefix("cuda:").isdigit()):
             yield "device", f'must be "cpu", "cuda", "cuda:N", "mps" or "auto", got {device!r}'

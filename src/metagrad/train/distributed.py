@@ -359,14 +359,16 @@ def echo(ranks: Ranks, error: BaseException) -> BaseException:
     return error if ranks.leader else OtherRank(error)
 
 
-def stop_agreed(ranks: Ranks, asked: bool) -> bool:
-    """Whether any process was asked to stop (Ctrl-C, SIGTERM): all stop after the same step."""
+def stop_agreed(ranks: Ranks, *asked: bool) -> tuple[bool, ...]:
+    """Whether any process was asked each of the ``asked`` stops (Ctrl-C or SIGTERM; a spent
+    training-time budget, which each process measures on its own clock), in one exchange: all
+    processes stop after the same step."""
     if not ranks.many:
         return asked
-    flag = torch.tensor([int(asked)])
+    flags = torch.tensor([int(a) for a in asked])
     with failing(ranks, "agreeing on a stop"):
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return tuple(bool(f) for f in flags)
 
 
 __all__ = [

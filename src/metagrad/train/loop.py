@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from metagrad.train.checkpoint import (
     intact_checkpoints,
     load_checkpoint,
 )
+from metagrad.train.clock import Elapsed, RunClock
 from metagrad.train.distributed import ONE, Ranks, stop_agreed
 from metagrad.train.io import atomic_write_text
 from metagrad.train.monitor import Monitor
@@ -147,14 +148,13 @@ def check_state(run_dir: Path, state: dict, cfg: ExperimentConfig) -> None:
             time, or a missing entry.
     """
     step, best = state.get("step"), state.get("best_metric")
-    wall = state.get("wall_seconds")
     problem = None
     if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= cfg.train.iterations:
         problem = f"step {step!r} is not in 0..{cfg.train.iterations} (train.iterations)"
     elif best is not None and (not isinstance(best, (int, float)) or not math.isfinite(best)):
         problem = f"best_metric {best!r} is not a finite number"
-    elif wall is not None and (not isinstance(wall, (int, float)) or not 0 <= wall < math.inf):
-        problem = f"wall_seconds {wall!r} is not a finite number of seconds"
+    elif (bad := _bad_seconds(state)) is not None:
+        problem = bad
     elif "rng" not in state:
         problem = "it has no random number generator state"
     if problem:
@@ -169,6 +169,14 @@ def check_state(run_dir: Path, state: dict, cfg: ExperimentConfig) -> None:
             f"the checkpoint state in {run_dir} is invalid: {problem}; {remedy}: resume from "
             "another copy of the run"
         )
+
+
+def _bad_seconds(state: dict) -> str | None:
+    for key in ("wall_seconds", "train_seconds"):
+        value = state.get(key)
+        if value is not None and (not isinstance(value, (int, float)) or not 0 <= value < math.inf):
+            return f"{key} {value!r} is not a finite number of seconds"
+    return None
 
 
 def intact_hint(run_dir: Path) -> str:
@@ -188,18 +196,21 @@ class SinceLog:
     Attributes:
         steps: steps taken.
         seconds: seconds spent.
-        wall: seconds since the run started, resumes included (``None``: not tracked).
+        wall: seconds since the run started, resumes included.
+        training: seconds spent in training steps, resumes included, on the run's budget clock
+            (:mod:`metagrad.train.clock`).
     """
 
     steps: int
     seconds: float
-    wall: float | None
+    wall: float
+    training: float
 
 
 # step index (steps done so far) -> (loss shown by the progress bar, the step's log record)
 TrainStep = Callable[[int], tuple[float, Callable[[SinceLog], dict[str, Any]]]]
 Validate = Callable[[], tuple[float, dict[str, Any]]]  # -> (metric, higher is better; summary)
-Save = Callable[[str, int, float | None, float | None], None]  # name, step, best, wall
+Save = Callable[[str, int, float | None, Elapsed], None]  # name, step, best, durations
 
 
 def run_loop(
@@ -211,15 +222,16 @@ def run_loop(
     validate: Validate,
     save: Save,
     max_steps: int | None = None,
-    wall: float | None = None,
+    clock: RunClock | None = None,
     ranks: Ranks = ONE,
 ) -> tuple[int, float | None]:
-    """Train from ``step`` to ``t.iterations`` (or ``max_steps``), validating and saving.
+    """Train from ``step`` to ``t.iterations`` (or ``max_steps``, or until ``clock``'s
+    training-time budget is spent), validating and saving.
 
     After each step: a "train" line every ``t.log_every`` steps and at the stop (the record
-    ``train_step`` returned, built only then); validation every ``t.val_every`` steps and at
-    the last iteration, saving ``best`` when its metric beats ``best``; ``last`` every
-    ``t.checkpoint_every`` steps and at the stop, after ``best``.
+    ``train_step`` returned, built only then); validation every ``t.val_every`` steps, at the
+    last iteration and when the budget is spent, saving ``best`` when its metric beats
+    ``best``; ``last`` every ``t.checkpoint_every`` steps and at the stop, after ``best``.
 
     Args:
         run_dir: the run directory (``metrics.jsonl``, TensorBoard events).
@@ -229,10 +241,11 @@ def run_loop(
         train_step: takes one step.
         validate: the validation metric and the summary logged as "val".
         save: saves a checkpoint ("best" or "last") at a step, with the best metric and the
-            wall time.
+            run's durations.
         max_steps: stop after this step (the run can be resumed).
-        wall: track the wall-clock time of the run, starting from these seconds (those of the
-            steps before a resume); "val" lines then carry ``wall_s``. ``None``: untracked.
+        clock: counts the run's wall and training time from those before a resume, and holds
+            the training-time budget ("val" lines carry ``wall_s`` and ``train_s``); ``None``:
+            a new clock from zero, without a budget.
         ranks: this process's place among the run's processes. Every process runs the loop
             (the steps, validations and saves at the same steps; ``save`` writes on rank 0
             only); rank 0 alone logs, and a stop asked of any process stops all after the
@@ -242,43 +255,49 @@ def run_loop(
         The steps done and the best validation metric.
     """
     stop = min(t.iterations, max_steps or t.iterations)
+    clock = clock or RunClock()
     t_last, step_last = time.perf_counter(), step
-    t_start = t_last - (wall or 0.0)  # wall-clock seconds of training carry over resumes
-
-    def wall_s() -> float | None:
-        return None if wall is None else time.perf_counter() - t_start
-
+    if clock.spent() and step < stop:
+        if ranks.leader:
+            print(budget_spent(run_dir, clock, step, t.iterations, "was already"), flush=True)
+        return step, best
     monitor = None
     try:
         monitor = Monitor(run_dir, t.iterations, step) if ranks.leader else Silent()
         with stop_requests() as stop_request:
             while step < stop:
-                loss, record = train_step(step)
+                with clock.training_step():
+                    loss, record = train_step(step)
                 step += 1
                 monitor.advance(step, loss)
-                if ranks.leader and (step % t.log_every == 0 or step == stop):
-                    now = time.perf_counter()
-                    since = SinceLog(step - step_last, now - t_last, wall_s())
+                stopping, spent = stop_agreed(ranks, stop_request.signal is not None, clock.spent())
+                end = step == stop or spent
+                if ranks.leader and (step % t.log_every == 0 or end):
+                    now, elapsed = time.perf_counter(), clock.now()
+                    since = SinceLog(step - step_last, now - t_last, *astuple(elapsed))
                     monitor.log(step, "train", record(since))
                     t_last, step_last = now, step
-                if t.val_every and (step % t.val_every == 0 or step == t.iterations):
+                if t.val_every and (step % t.val_every == 0 or step == t.iterations or spent):
                     metric, summary = validate()
-                    monitor.log(
-                        step, "val", summary if wall is None else {**summary, "wall_s": wall_s()}
-                    )
+                    elapsed = clock.now()
+                    durations = {"wall_s": elapsed.wall, "train_s": elapsed.training}
+                    monitor.log(step, "val", {**summary, **durations})
                     if best is None or metric > best:
                         best = metric
-                        save("best", step, best, wall_s())
-                stopping = stop_agreed(ranks, stop_request.signal is not None)
+                        save("best", step, best, elapsed)
                 due = t.checkpoint_every and step % t.checkpoint_every == 0
-                if due or step == stop or stopping:  # a stop saves its steps
-                    save("last", step, best, wall_s())
+                if due or end or stopping:  # a stop saves its steps
+                    save("last", step, best, clock.now())
                 if stopping and step < stop:
                     raise Interrupted(
                         f"{stop_request.signal or 'another process was asked to stop'}: stopped at "
                         f"step {step} and saved checkpoint 'last'; continue with `metagrad "
                         f"train --resume {run_dir}`"
                     )
+                if spent and step < stop:
+                    if ranks.leader:
+                        print(budget_spent(run_dir, clock, step, t.iterations, "is"), flush=True)
+                    break
     except FloatingPointError as e:  # raised before the optimizer step: no weights diverged
         raise FloatingPointError(f"{e} ({intact_hint(run_dir)})") from None
     except CheckpointWriteError as e:  # the message lists the intact checkpoints
@@ -296,3 +315,12 @@ def run_loop(
         if monitor is not None:
             monitor.close(failing=sys.exc_info()[0] is not None)
     return step, best
+
+
+def budget_spent(run_dir: Path, clock: RunClock, step: int, iterations: int, tense: str) -> str:
+    """The line saying that the training-time budget stopped the run, and how to go on."""
+    return (
+        f"the training-time budget (train.time_budget_s = {clock.budget:g}) {tense} spent at "
+        f"step {step} of {iterations}; train further with `metagrad train --resume {run_dir} "
+        "--set train.time_budget_s=MORE` (or =none)"
+    )

@@ -40,6 +40,7 @@ from metagrad.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from metagrad.train.clock import Elapsed, RunClock
 from metagrad.train.loop import (
     SinceLog,
     TrainResult,
@@ -98,23 +99,33 @@ def train_rl(
     with build_rl_experiment(cfg) as exp:
         theta = exp.initial_theta()
         generator = torch.Generator().manual_seed(cfg.seed)  # tasks, actions and resets
-        step, best = 0, None
+        step, best, elapsed = 0, None, Elapsed(0.0, 0.0)
         if resume:
-            theta, step, best = _restore(exp, generator, run_dir, cfg, theta)
+            theta, step, best, elapsed = _restore(exp, generator, run_dir, cfg, theta)
+        clock = RunClock(elapsed, t.budget_clock, t.time_budget_s)
 
         def train_step(done: int) -> tuple[float, Callable[[SinceLog], dict[str, Any]]]:
             nonlocal theta
             theta, stats = _iteration(exp, theta, generator)
             return stats["loss_after"], lambda since: stats
 
-        def save(name: str, step: int, best: float | None, wall: float | None) -> None:
-            _save(run_dir, name, theta, generator, step, best, config_state(cfg))
+        def save(name: str, step: int, best: float | None, elapsed: Elapsed) -> None:
+            state = {**config_state(cfg), **elapsed.state()}
+            _save(run_dir, name, theta, generator, step, best, state)
 
         step, best = run_loop(
-            run_dir, t, step, best, train_step, lambda: _validate(exp, theta), save, max_steps
+            run_dir,
+            t,
+            step,
+            best,
+            train_step,
+            lambda: _validate(exp, theta),
+            save,
+            max_steps,
+            clock,
         )
         result = None
-        if test and step >= t.iterations:
+        if test and (step >= t.iterations or clock.spent()):
             checkpoint = "best" if best is not None else "last"
             result = run_rl_test(run_dir, checkpoint, cfg=cfg, exp=exp)
     return TrainResult(run_dir, step, best, result)
@@ -165,26 +176,26 @@ def _save(
     generator: torch.Generator,
     step: int,
     best: float | None,
-    config: dict[str, Any],
+    recorded: dict[str, Any],
 ) -> None:
     state = {
         "step": step,
         "rng": capture_rng_state(),
         "generator": generator.get_state(),
         "best_metric": best,
-        **config,
+        **recorded,
     }
     save_checkpoint(run_dir, name, detached(theta), state)
 
 
 def _restore(
     exp: RLExperiment, generator: torch.Generator, run_dir: Path, cfg: ExperimentConfig, theta
-) -> tuple[Params, int, float | None]:
+) -> tuple[Params, int, float | None, Elapsed]:
     found = load_resume_checkpoint(run_dir, exp.policy.state_dict(), cfg)
     if found is None:  # stopped before its first checkpoint: start again
-        return theta, 0, None
+        return theta, 0, None, Elapsed(0.0, 0.0)
     weights, state = found
     with restoring(run_dir):
         restore_rng_state(state["rng"])
         generator.set_state(state["generator"])
-    return exp.as_theta(weights), state["step"], state["best_metric"]
+    return exp.as_theta(weights), state["step"], state["best_metric"], Elapsed.from_state(state)

@@ -43,6 +43,7 @@ LOCK_FILE, HOLDER_FILE = ".lock", ".lock.holder"
 RESUMABLE = (
     "name",
     "train.iterations",
+    "train.time_budget_s",
     "train.*_every",
     "train.threads",
     "train.device",

@@ -28,6 +28,7 @@ from metagrad.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from metagrad.train.clock import Elapsed, RunClock
 from metagrad.train.distributed import ONE, Ranks, share, together
 from metagrad.train.loop import (
     SinceLog,
@@ -92,10 +93,11 @@ def train_supervised(
     # The learner's parameters: the model's, then what it learns itself (learnable inner
     # learning rates, per-step BatchNorm weights), which its state_dict checkpoints.
     opt = make_outer_optimizer(cfg, exp.learner.parameters()) if _trainable(exp) else None
-    step, best, wall = 0, None, 0.0
+    step, best, elapsed = 0, None, Elapsed(0.0, 0.0)
     if resume:
-        step, best, wall = _restore(exp, opt, run_dir, cfg)
+        step, best, elapsed = _restore(exp, opt, run_dir, cfg)
     t = cfg.train
+    clock = RunClock(elapsed, t.budget_clock, t.time_budget_s)
     if opt is None:  # nothing to learn (the mean predictor): straight to the test
         step = t.iterations
 
@@ -133,6 +135,7 @@ def train_supervised(
             rate = since.steps * t.meta_batch_size / since.seconds  # every process's tasks
             metrics = {"loss": loss, "lr": outer_lr(cfg, done), "tasks_per_s": rate}
             metrics["wall_s"] = since.wall  # since the run started, validation included
+            metrics["train_s"] = since.training  # in training steps only (the budget's clock)
             if exp.classification:
                 metrics["accuracy"] = got.accuracy
             return metrics
@@ -142,10 +145,10 @@ def train_supervised(
     save = partial(_save, exp, opt, run_dir, config_state(cfg))
     validate = partial(validation_metric, exp)
     step, best = run_loop(
-        run_dir, t, step, best, train_step, validate, save, max_steps, wall, ranks
+        run_dir, t, step, best, train_step, validate, save, max_steps, clock, ranks
     )
     result = None
-    if test and step >= t.iterations:
+    if test and (step >= t.iterations or clock.spent()):
         result = run_test(run_dir, "best" if best is not None else "last", exp=exp)
     return TrainResult(run_dir, step, best, result)
 
@@ -167,7 +170,7 @@ def _save(
     name: str,
     step: int,
     best: float | None,
-    wall: float | None,
+    elapsed: Elapsed,
 ) -> None:
     if not exp.ranks.leader:  # the state is the same in every process: rank 0 writes it
         return
@@ -178,7 +181,7 @@ def _save(
         "rng": capture_rng_state(),
         "sampler": exp.train_tasks.state_dict(),
         "best_metric": best,
-        "wall_seconds": wall,
+        **elapsed.state(),
         "torch_generators": {k: g.get_state() for k, g in generators.items()},
         "learner": exp.learner.state_dict(),
         **config,
@@ -192,13 +195,13 @@ def _reptile_gen(exp: Experiment) -> bool:
 
 def _restore(
     exp: Experiment, opt, run_dir: Path, cfg: ExperimentConfig
-) -> tuple[int, float | None, float]:
+) -> tuple[int, float | None, Elapsed]:
     expected = exp.model.state_dict()
     # Rank 0 reads the checkpoint; every process restores the same state from it (on its own
     # device: a checkpoint holds CPU tensors), whatever the number of processes that saved it.
     found = share(exp.ranks, lambda: load_resume_checkpoint(run_dir, expected, cfg))
     if found is None:  # stopped before its first checkpoint: start again
-        return 0, None, 0.0
+        return 0, None, Elapsed(0.0, 0.0)
     weights, state = found
     with together(exp.ranks), restoring(run_dir):
         exp.model.load_state_dict(weights)
@@ -210,7 +213,7 @@ def _restore(
             if name == "reptile" and _reptile_gen(exp):
                 exp.learner.generator.set_state(s)
         exp.learner.load_state_dict(on_device(state.get("learner", {}), exp.device))
-    return state["step"], state["best_metric"], state.get("wall_seconds") or 0.0
+    return state["step"], state["best_metric"], Elapsed.from_state(state)
 
 
 def check_shardable(exp: Experiment) -> None:
