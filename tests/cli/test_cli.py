@@ -191,3 +191,7 @@ def test_validation_curves_script_draws_several_runs(run_dir, tmp_path):
     assert out.stat().st_size > 10_000
     bad = subprocess.run([*args, "--metric", "nope"], capture_output=True, text=True)
     assert bad.returncode != 0 and "no validation 'nope' records" in bad.stderr
+    timed = [*args, "--metric", "loss", "--x", "train_s", "--label", "algorithm"]
+    done = subprocess.run([*timed, "--reach", "0,1e9"], check=True, capture_output=True, text=True)
+    assert "| MAML | " in done.stdout and "not reached" in done.stdout  # loss >= 0 at once
+    assert " min (iteration " in done.stdout

@@ -37,6 +37,10 @@ ALGORITHM_TITLES = {
     "maml": "MAML",
     "fomaml": "FOMAML",
     "reptile": "Reptile",
+    "anil": "ANIL",
+    "boil": "BOIL",
+    "metasgd": "Meta-SGD",
+    "mamlpp": "MAML++",
     "maml_trpo": "MAML-TRPO",
 }
 
