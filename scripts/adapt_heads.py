@@ -39,7 +39,7 @@ def main() -> None:
         cfg = load_config(f"{args.run_dir}/config.toml", overrides)
         tasks = build_experiment(cfg).fixed("test", 0, args.tasks)
         for head in args.heads.split(","):
-            if head == "trained" and ways != cfg.task.ways:
+            if head == "trained" and ways != learner.config.task.ways:  # the head's units
                 continue
             for mode in args.modes.split(","):
                 start = time.perf_counter()

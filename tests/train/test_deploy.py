@@ -181,6 +181,8 @@ def test_meta_test_with_per_task_heads(run):
     result = metagrad.meta_test(learner, batch, head="prototypes", batch_norm="support")
     assert result.accuracy(0).mean == 1.0  # the queries are the support images
     assert result.accuracies.shape == (learner.test_inner()[0].inner_steps + 1, 1)
+    with pytest.raises(UsageError, match="head of 5 classes, but the tasks have 6: use head="):
+        metagrad.meta_test(learner, batch)  # the trained head cannot score a 6th class
 
 
 def test_models_are_looked_up_as_paths_first_then_as_pretrained_names(run, monkeypatch):

@@ -55,6 +55,13 @@ def meta_test(
     args = (inner, learner.classification)
     kwargs = dict(inner_batch_size=batch_size, seed=cfg.eval.seed, batch_norm=batch_norm)
     if head == "trained":
+        if learner.classification:  # the meta-learned head scores its own classes only
+            units = learner.model.get_submodule(head_of(learner.model)).out_features
+            if (ways := int(first.support_y.max()) + 1) != units:
+                raise UsageError(
+                    f"head 'trained' keeps the meta-learned head of {units} classes, but the "
+                    f"tasks have {ways}: use head='prototypes' or head='zero'"
+                )
         executor = algorithm.executor_for(first)
         every = itertools.chain([first], batches)
         return evaluate(executor, algorithm.loss, algorithm.params, every, *args, **kwargs)
