@@ -29,6 +29,7 @@ Nothing here knows a run directory: a learner caches its decisions per shape
 from __future__ import annotations
 
 import logging
+import os
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -49,6 +50,10 @@ log = logging.getLogger(__name__)
 
 CHUNKS = (None, 16, 8)  # chunk sizes tried on a batched path (None: the whole meta-batch)
 DEFAULT_BUDGET = 0.5  # half the memory available when the decision is made
+# "0" turns measuring off: "auto" then runs the model's rule (``preferred_path``), the same in
+# every run. Separate runs that measure may choose differently (as cuDNN's benchmark mode), and
+# different paths round differently; the test suite sets it for runs it compares bit for bit.
+MEASURE_ENV = "METAGRAD_MEASURE_PATHS"
 SLOWER = 2.0  # a plan this many times slower than the fastest in its first run is timed once
 
 
@@ -348,6 +353,11 @@ def measured_plan(learner, key: str, batch: TaskBatch, meta_batch_size: int | No
                 learner._forced = None
 
     return learner.decide(key, plans, run).plan
+
+
+def measuring() -> bool:
+    """Whether ``"auto"`` measures (:data:`MEASURE_ENV` is not ``"0"``)."""
+    return os.environ.get(MEASURE_ENV, "1") != "0"
 
 
 def plan_key(batch: TaskBatch, variant: str = "") -> str:

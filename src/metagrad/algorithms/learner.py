@@ -24,7 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metagrad.algorithms.autotune import DEFAULT_BUDGET, Autotuner, Plan, measured_plan, plan_key
+from metagrad.algorithms.autotune import (
+    DEFAULT_BUDGET,
+    Autotuner,
+    Plan,
+    measured_plan,
+    measuring,
+    plan_key,
+)
 from metagrad.algorithms.maml import (
     MetaOutput,
     maml_objective,
@@ -140,7 +147,7 @@ class MetaLearner:
         ``path`` and ``chunk_size``, or for ``"auto"`` the plan measured on the first batch of
         its shape (:func:`~metagrad.algorithms.autotune.plan_key`), kept in :attr:`plans`."""
         plan = self._forced
-        if plan is None and self.path == "auto":
+        if plan is None and self.path == "auto" and measuring():
             key = plan_key(batch, self._plan_variant())
             if key not in self.plans:
                 self.plans[key] = measured_plan(self, key, batch, meta_batch_size)
