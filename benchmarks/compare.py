@@ -12,8 +12,8 @@ weights (test episodes: its query predictions) is checked against metagrad's loo
 are counted during that check; then all are timed interleaved; then the working memory of one
 more iteration of each is measured. ``metagrad-auto`` measures the paths in its first step
 (the check): the report names the plan it picked, the JSON keeps what it measured (its memory
-is measured in a process of its own, which measures again and may pick otherwise under load). Prints a Markdown report and writes the JSON record to
-``--out``.
+is measured in a process of its own, which measures again and may pick otherwise under
+load). Prints a Markdown report and writes the JSON record to ``--out``.
 """
 
 from __future__ import annotations

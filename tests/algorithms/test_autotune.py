@@ -8,9 +8,9 @@ import logging
 
 import pytest
 import torch
-from conftest import image_batch, regression_batch
 from torch import nn
 
+from conftest import image_batch, regression_batch
 from metagrad import MAML, Reptile
 from metagrad.algorithms import learner as learner_module
 from metagrad.algorithms.autotune import (
@@ -82,7 +82,9 @@ def test_the_fastest_plan_within_the_budget_is_chosen():
 
 
 def test_a_plan_over_the_budget_is_never_timed_nor_chosen_even_if_fastest():
-    probes = Probes(dict(zip(LABELS, (4.0, 1.0, 2.0, 3.0))), dict(zip(LABELS, (10, 5000, 500, 300))))
+    probes = Probes(
+        dict(zip(LABELS, (4.0, 1.0, 2.0, 3.0))), dict(zip(LABELS, (10, 5000, 500, 300)))
+    )
     maml = mlp_maml(probes)
     maml.backward(regression_batch(tasks=20))
     assert list(maml.plans.values()) == [Plan("vectorized", 16)]

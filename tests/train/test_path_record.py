@@ -60,9 +60,7 @@ def weights(run):
     return load_checkpoint(run, "last")[0]
 
 
-def test_the_decision_is_written_and_a_resume_reuses_it_without_measuring(
-    tmp_path, runs, capsys
-):
+def test_the_decision_is_written_and_a_resume_reuses_it_without_measuring(tmp_path, runs, capsys):
     run = tmp_path / "auto"
     train(cfg(), run, test=False, max_steps=3)
     measured = len(runs)

@@ -91,6 +91,7 @@ class Decision:
 
     def line(self) -> str:
         """One readable line: the choice, each plan's time and memory, the budget."""
+
         def one(t: Trial) -> str:
             time_ = "not timed" if t.seconds is None else f"{t.seconds:.3f} s"
             over = t.bytes is not None and t.bytes > self.budget

@@ -145,7 +145,8 @@ class MetaLearner:
     ) -> tuple[TaskExecutor, int | None]:
         """The executor and tasks per backward pass of a training step on ``batch``: the given
         ``path`` and ``chunk_size``, or for ``"auto"`` the plan measured on the first batch of
-        its shape (:func:`~metagrad.algorithms.autotune.plan_key`), kept in :attr:`plans`."""
+        its shape (:func:`~metagrad.algorithms.autotune.plan_key`), kept in :attr:`plans`
+        (with ``METAGRAD_MEASURE_PATHS=0``: the model's rule, :meth:`executor_for`)."""
         plan = self._forced
         if plan is None and self.path == "auto" and measuring():
             key = plan_key(batch, self._plan_variant())
