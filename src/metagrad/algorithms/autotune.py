@@ -72,7 +72,7 @@ class Plan:
 @dataclass(frozen=True)
 class Trial:
     """What one plan measured: tensor bytes (None: out of memory) and seconds per step (None:
-    not timed, being over the budget)."""
+    not timed, being over the budget or the only plan within it)."""
 
     plan: Plan
     bytes: int | None
@@ -243,10 +243,20 @@ def tensor_memory(plan: Plan, fn: Callable[[], object]) -> int:
 
 
 def wall_time(plan: Plan, fn: Callable[[], object]) -> float:
-    """Seconds ``fn()`` takes by :func:`time.perf_counter`."""
+    """Seconds ``fn()`` takes by :func:`time.perf_counter`, its GPU work included."""
+    _synchronize()
     start = time.perf_counter()
     fn()
+    _synchronize()
     return time.perf_counter() - start
+
+
+def _synchronize() -> None:
+    """Wait for queued GPU work (a step returns before its kernels finish)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    if torch.backends.mps.is_available():
+        torch.mps.synchronize()
 
 
 # A learner's step on a plan: run(plan, tasks) with tasks the number of the batch's first tasks
