@@ -18,8 +18,9 @@ buffers for reuse, so a plan measured after another one barely grows the residen
 (BENCHMARKS.md measures each implementation in a fresh process for that reason, which a
 training run cannot afford). Tensor bytes do not depend on the order, the allocator or the
 machine's other processes. They leave out the allocator's overhead and the kernels' scratch
-space, so they are a lower bound of the resident growth (measured: 136 MB of tensors for the
-vectorised 5-way 1-shot step, 258 MB resident in a fresh process).
+space, so they are a lower bound of the resident growth (the vectorised step of Omniglot
+5-way 1-shot with 1 query, meta-batch 32: 136 MB of tensors; issue 19's table: 258 MB
+resident in a fresh process).
 
 Nothing here knows a run directory: a learner caches its decisions per shape
 (:meth:`metagrad.algorithms.MetaLearner.plan_for`); the trainer records them
