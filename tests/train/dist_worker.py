@@ -66,10 +66,8 @@ def _train_measuring(rank: int, job: dict, out: Path) -> None:
     import os
 
     from metagrad.algorithms import learner as learner_module
-    from metagrad.algorithms.autotune import Autotuner
+    from metagrad.algorithms.autotune import MEASURE_ENV, Autotuner
     from metagrad.train import supervised
-
-    os.environ["METAGRAD_MEASURE_PATHS"] = "1"
 
     def timer(plan, fn):
         if rank != 0:
@@ -77,7 +75,6 @@ def _train_measuring(rank: int, job: dict, out: Path) -> None:
         fn()
         return job["seconds"][plan.label]
 
-    learner_module.Autotuner = lambda budget: Autotuner(budget, timer=timer, memory=timer)
     learners = []
     record = supervised.record_paths
 
@@ -85,8 +82,18 @@ def _train_measuring(rank: int, job: dict, out: Path) -> None:
         learners.append(learner)
         record(learner, *args)
 
+    kept = os.environ.get(MEASURE_ENV), learner_module.Autotuner
+    os.environ[MEASURE_ENV] = "1"
+    learner_module.Autotuner = lambda budget: Autotuner(budget, timer=timer, memory=timer)
     supervised.record_paths = keep
-    train(load_config(job["config"], job.get("overrides", [])), out, test=False)
+    try:  # the next jobs of this process run as before
+        train(load_config(job["config"], job.get("overrides", [])), out, test=False)
+    finally:
+        supervised.record_paths, learner_module.Autotuner = record, kept[1]
+        if kept[0] is None:
+            del os.environ[MEASURE_ENV]
+        else:
+            os.environ[MEASURE_ENV] = kept[0]
     plans = {k: p.label for k, p in learners[0].plans.items()}
     (out / f"plans-rank{rank}.json").write_text(json.dumps(plans))
 
