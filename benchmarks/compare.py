@@ -5,12 +5,15 @@ Usage::
     python benchmarks/compare.py --settings reference,k5 --iters 10 --warmup 2 --out results.json
     python benchmarks/compare.py --quick --tasks 2           # a 1-iteration smoke run
     python benchmarks/compare.py --settings b105,test-5w1s --quick --size 16 --widths 4,8,8,8
+    python benchmarks/compare.py --settings 5w1s-q1,20w1s-q1,5w5s-q5   # the MAML paper's own
 
 Per (setting, model): every implementation's meta-gradient after one iteration from the same
 weights (test episodes: its query predictions) is checked against metagrad's loop, whose FLOPs
 are counted during that check; then all are timed interleaved; then the working memory of one
-more iteration of each is measured. Prints a Markdown report and writes the JSON record to
-``--out``.
+more iteration of each is measured. ``metagrad-auto`` measures the paths in its first step
+(the check): the report names the plan it picked, the JSON keeps what it measured (its memory
+is measured in a process of its own, which measures again and may pick otherwise under
+load). Prints a Markdown report and writes the JSON record to ``--out``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 from benchmarks import measure, report
 from benchmarks.memory import MemoryJob, isolated_working_memory
 from benchmarks.models import metagrad_model
-from benchmarks.peers import Implementation, build_implementations
+from benchmarks.peers import Implementation, MetagradImpl, build_implementations
 from benchmarks.settings import (
     SETTINGS,
     Setting,
@@ -104,6 +107,7 @@ def run_one(
         ref=ref,
     )
     checked = "predictions" if test else "meta-gradient"
+    picked = _auto_picks(by_name)  # the checks ran a first step: "auto" has measured
     timings = measure.time_interleaved(
         {n: (lambda i=i: i.step(batch)) for n, i in by_name.items()}, args.iters, args.warmup
     )
@@ -117,6 +121,9 @@ def run_one(
     for name, impl in by_name.items():
         r = measure.summarize(timings[name], setting.tasks, flops, ceiling)
         r.update(family=impl.family, detail=impl.detail, grad=vars(checks[name]))
+        if name in picked:
+            r["detail"] += f", picked {picked[name][0]['label']}"
+            r["auto_decisions"] = picked[name]
         if not args.no_memory:  # in a process of its own: see benchmarks/memory.py
             job = MemoryJob(
                 "benchmarks.peers:build_one",
@@ -148,6 +155,19 @@ def run_one(
         "ratios": ratios,
     }
     return run, warnings
+
+
+def _auto_picks(impls: dict[str, Implementation]) -> dict[str, list[dict]]:
+    """Each ``path="auto"`` implementation's decisions (printed to standard error): what it
+    measured of every path and chunk size, and the plan it runs."""
+    picked = {}
+    for name, impl in impls.items():
+        decisions = impl.auto_decisions() if isinstance(impl, MetagradImpl) else []
+        for d in decisions:
+            print(f"# {name}: {d.line()}", file=sys.stderr, flush=True)
+        if decisions:
+            picked[name] = [{**d.to_dict(), "label": d.plan.label} for d in decisions]
+    return picked
 
 
 def main(argv: list[str] | None = None) -> dict:

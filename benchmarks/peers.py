@@ -113,8 +113,7 @@ class MetagradImpl(Implementation):
         )
         self.detail = f"path={path}" + (f", conv={self.conv}" if setting.net == "cnn" else "")
         self.detail += "".join(f", {k}={v}" for k, v in options.items())
-        if path == "auto":
-            self.detail += f" (resolves to {resolved_path(model)})"
+        self.path = path
 
     def prepare(self) -> None:
         if kernels.get_conv_impl() != self.conv:
@@ -122,6 +121,11 @@ class MetagradImpl(Implementation):
 
     def meta_backward(self, batch: TaskBatch) -> None:
         self.maml.backward(batch)
+
+    def auto_decisions(self) -> list:
+        """What ``path="auto"`` measured and chose so far (:class:`Decision` records; none for
+        an explicit path, or with measuring switched off: then it runs the model's rule)."""
+        return list(getattr(self.maml.decide, "decisions", []))
 
 
 class L2LImpl(Implementation):

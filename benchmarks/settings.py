@@ -137,6 +137,31 @@ SETTINGS: dict[str, Setting] = {
             inner_lr=0.1,
         ),
         _REF.replace(name="q1", description="reference with 1 query per class", queries=1),
+        # The MAML paper's own Omniglot settings (queries per class = shots, as its code), on
+        # its strided Conv4 alone: issue 19's rows.
+        _REF.replace(
+            name="5w1s-q1",
+            description="MAML paper Omniglot 5-way 1-shot, 1 query/class, strided Conv4, k1, SO",
+            pools=("stride",),
+            queries=1,
+        ),
+        _REF.replace(
+            name="20w1s-q1",
+            description="MAML paper Omniglot 20-way 1-shot, 1 query/class, strided Conv4, k5, SO",
+            pools=("stride",),
+            ways=20,
+            queries=1,
+            tasks=16,
+            steps=5,
+            inner_lr=0.1,
+        ),
+        _REF.replace(
+            name="5w5s-q5",
+            description="MAML paper Omniglot 5-way 5-shot, 5 queries/class, strided Conv4, k1, SO",
+            pools=("stride",),
+            shots=5,
+            queries=5,
+        ),
         Setting(
             "sinusoid",
             "sinusoid regression, MLP 1-40-40-1, K=10 support, 10 query, k1, SO",

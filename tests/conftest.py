@@ -16,6 +16,10 @@ from reliability.catalogue import cli, keep  # noqa: F401  (the catalogue's fixt
 # milliseconds per operation.
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
+# path = "auto" follows the models' rule instead of timing the paths by the wall clock, so that
+# separate runs compared bit for bit take the same path (tests/algorithms/test_autotune.py
+# measures, with injected clocks and memory probes).
+os.environ["METAGRAD_MEASURE_PATHS"] = "0"
 
 
 @pytest.fixture(autouse=True)

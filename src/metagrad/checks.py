@@ -86,6 +86,18 @@ def count_problem(value: object, low: int, optional: bool = False) -> str | None
     return None
 
 
+def budget_problem(value: object) -> str | None:
+    """A memory budget: a fraction (0, 1] of the available memory, or bytes (> 1)."""
+    ok_type = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not ok_type or not math.isfinite(value) or value <= 0:
+        shown = repr(value) if ok_type else f"{type(value).__name__} {value!r}"
+        return (
+            "must be a fraction of the available memory in (0, 1] (e.g. 0.5) or a number of "
+            f"bytes (e.g. 4e9), got {shown}"
+        )
+    return None
+
+
 def loss_shape_problem(shape: Sequence[int], what: str = "loss") -> str | None:
     """A task's loss must be a scalar (every execution path asks the same)."""
     if len(shape) != 0:

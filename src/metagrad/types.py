@@ -57,8 +57,9 @@ class TaskBatchedModule(Protocol):
     """
 
     def preferred_path(self, examples: int | None = None) -> ExecutionPath:
-        """The path ``"auto"`` runs for tasks of ``examples`` support + query examples each
-        (``None``: unknown), the fastest one measured for this model."""
+        """The path ``"auto"`` runs without measuring (evaluation, or measuring switched off:
+        :mod:`metagrad.algorithms.autotune`) for tasks of ``examples`` support + query
+        examples each (``None``: unknown): a rule from this model's measurements."""
         ...
 
 

@@ -152,6 +152,28 @@ def test_settings_and_batches():
     batch = make_batch(SETTINGS["20w1s"].replace(tasks=2))
     assert batch.support_x.shape == (2, 20, 1, 28, 28) and batch.query_y.shape == (2, 300)
     assert batch.support_y.dtype == torch.int64
+    # The MAML paper's own Omniglot settings (issue 19): strided Conv4, queries = shots.
+    paper = select_settings("5w1s-q1,20w1s-q1,5w5s-q5")
+    assert [(s.ways, s.shots, s.queries, s.steps, s.tasks) for s in paper] == [
+        (5, 1, 1, 1, 32),
+        (20, 1, 1, 5, 16),
+        (5, 5, 5, 1, 32),
+    ]
+    assert all(s.pools == ("stride",) and not s.first_order for s in paper)
+
+
+def test_compare_reports_the_plan_auto_picked(monkeypatch):
+    """compare.py names the plan ``metagrad-auto`` measured and chose (nothing timed here)."""
+    from benchmarks.compare import _auto_picks
+
+    monkeypatch.delenv("METAGRAD_MEASURE_PATHS", raising=False)
+    impls, _ = build(TINY, "stride", ["metagrad-auto"])
+    impls["metagrad-auto"].meta_grad(make_batch(TINY))  # its first step measures
+    picked = _auto_picks(impls)
+    assert list(picked) == ["metagrad-auto"]  # the loop's path is given: nothing measured
+    (decision,) = picked["metagrad-auto"]
+    assert decision["label"] in ("loop", "vectorized")
+    assert [t["path"] for t in decision["trials"]] == ["loop", "vectorized"]
 
 
 def test_working_memory_sees_an_allocation():

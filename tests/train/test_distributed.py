@@ -158,6 +158,7 @@ def runs(tmp_path_factory):
         job("train", "float64", overrides=FLOAT64),
         job("gradient", "grad.safetensors", overrides=SMALL, reduce="all_reduce"),
         job("evaluate", "reptile.npy", REPTILE, overrides=REPTILE_EVAL, tasks=10),
+        job("train", "auto", overrides=ORDERED, seconds={"loop": 1.0, "vectorized": 2.0}),
     ]
     if DATA.exists():
         jobs.append(job("train", "omniglot", OMNIGLOT, overrides=OMNI))
@@ -166,6 +167,7 @@ def runs(tmp_path_factory):
     ref = base / "ref"
     train(load_config(SINE, ORDERED), ref / "ordered", test=True)
     train(load_config(SINE, FLOAT64), ref / "float64", test=False)
+    train(load_config(SINE, [*ORDERED, "algorithm.path=loop"]), ref / "loop", test=False)
     if DATA.exists():
         train(load_config(OMNIGLOT, OMNI), ref / "omniglot", test=False)
     assert two.wait() == [0, 0], two.err(0) + two.err(1)
@@ -183,6 +185,19 @@ def test_ordered_reduction_is_bit_identical_for_any_number_of_processes(runs):
     if not DATA.exists():
         pytest.skip("the Omniglot data of ../shared/data is not here (sinusoid checked)")
     _assert_identical(_weights(base / "omniglot"), _weights(ref / "omniglot"))
+
+
+def test_rank_0_decides_the_auto_path_for_every_process(runs):
+    """Rank 0 measures (by an injected clock preferring the loop; the other rank's clock
+    fails if asked), records its decision and every process runs it: the run equals, bit for
+    bit, one process forced onto the loop."""
+    base, ref, _ = runs
+    run = base / "auto"
+    (decision,) = json.loads((run / "path.json").read_text())["decisions"]
+    assert (decision["path"], decision["chunk_size"]) == ("loop", None)
+    plans = [json.loads((run / f"plans-rank{r}.json").read_text()) for r in (0, 1)]
+    assert plans[0] == plans[1] and list(plans[0].values()) == ["loop"]
+    _assert_identical(_weights(run), _weights(ref / "loop"))
 
 
 def test_all_reduce_in_float64_agrees_with_one_process_to_1e10(runs):

@@ -24,6 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metagrad.algorithms.autotune import (
+    DEFAULT_BUDGET,
+    Autotuner,
+    Plan,
+    measured_plan,
+    measuring,
+    plan_key,
+)
 from metagrad.algorithms.maml import (
     MetaOutput,
     maml_objective,
@@ -42,7 +50,7 @@ from metagrad.algorithms.paths import (
 from metagrad.algorithms.per_step import at_steps, copy_into, per_step_stats, per_step_weights
 from metagrad.algorithms.rates import learnable_rates, learned_rates
 from metagrad.algorithms.selection import InnerParams, adapted_names
-from metagrad.checks import count_problem, finite_or_raise, lr_problem, require
+from metagrad.checks import budget_problem, count_problem, finite_or_raise, lr_problem, require
 from metagrad.errors import UsageError
 from metagrad.functional.inner import InnerLoop, check_rate_names, run_inner
 from metagrad.functional.optim import LearningRate
@@ -68,9 +76,14 @@ class MetaLearner:
             Meta-SGD), or a list of those, one per inner step.
         inner_steps: inner steps during meta-training.
         path: ``"auto"``, ``"loop"``, ``"vectorized"`` or ``"vmap"``
-            (see :mod:`metagrad.algorithms.paths`).
+            (see :mod:`metagrad.algorithms.paths`). ``"auto"`` measures the paths on the first
+            training step of each task shape and keeps the fastest that fits ``memory_budget``
+            (:mod:`metagrad.algorithms.autotune`); evaluation runs the model's rule.
         chunk_size: tasks per backward pass on the vectorised path (bounds memory); the loop
-            path always backpropagates task by task.
+            path always backpropagates task by task. With ``"auto"``, the chunk sizes it
+            tries (None: the whole meta-batch, 16 and 8).
+        memory_budget: the most working memory ``"auto"`` may choose: a fraction (0, 1] of
+            the memory available when it decides, or bytes (> 1).
         inner_params: which parameters the inner loop adapts, the others being held as they
             are (and still meta-trained): ``"all"`` (default), ``"head"`` (ANIL), ``"body"``
             (BOIL), glob patterns of parameter names, or a predicate ``name -> bool``
@@ -90,11 +103,13 @@ class MetaLearner:
         path: str = "auto",
         chunk_size: int | None = None,
         inner_params: InnerParams = None,
+        memory_budget: float = DEFAULT_BUDGET,
     ) -> None:
         # The rules of metagrad.checks, as the config's: the same words on both sides.
         require("inner_lr", lr_problem(inner_lr))
         require("inner_steps", count_problem(inner_steps, 1))
         require("chunk_size", count_problem(chunk_size, 1, optional=True))
+        require("memory_budget", budget_problem(memory_budget))
         if not any(p.requires_grad for p in model.parameters()):
             raise UsageError(
                 f"the model ({type(model).__name__}) has no parameters with requires_grad=True: "
@@ -107,6 +122,14 @@ class MetaLearner:
         resolve_path(model, path)  # refuse a bad path now, not at the first batch
         MetaLearner.inner_loop(self, None, None)  # refuse bad per-parameter rates now, too
         self._warned = False
+        # "auto": decide(key, plans, run) -> Decision measures (a trainer may wrap it to
+        # record and share its decisions); plans holds each task shape's, _forced the one a
+        # measuring step runs.
+        self.decide = Autotuner(memory_budget)
+        self.plans: dict[str, Plan] = {}
+        self._forced: Plan | None = None
+
+    chunked = True  # backward passes chunk the meta-batch by chunk_size (Reptile's do not)
 
     @property
     def executor(self) -> TaskExecutor:
@@ -116,6 +139,37 @@ class MetaLearner:
     def executor_for(self, batch: TaskBatch) -> TaskExecutor:
         """:attr:`executor` with ``"auto"`` resolved for ``batch``'s task sizes."""
         return TaskExecutor.create(self.model, self.path, batch)
+
+    def plan_for(
+        self, batch: TaskBatch, meta_batch_size: int | None = None
+    ) -> tuple[TaskExecutor, int | None]:
+        """The executor and tasks per backward pass of a training step on ``batch``: the given
+        ``path`` and ``chunk_size``, or for ``"auto"`` the plan measured on the first batch of
+        its shape (:func:`~metagrad.algorithms.autotune.plan_key`), kept in :attr:`plans`
+        (with ``METAGRAD_MEASURE_PATHS=0``: the model's rule, :meth:`executor_for`)."""
+        plan = self._forced
+        if plan is None and self.path == "auto" and measuring():
+            key = plan_key(batch, self._plan_variant())
+            if key not in self.plans:
+                self.plans[key] = measured_plan(self, key, batch, meta_batch_size)
+            plan = self.plans[key]
+        if plan is None:
+            executor = self.executor_for(batch)
+            return executor, executor.backprop_chunk(self.chunk_size)
+        executor = TaskExecutor.create(self.model, plan.path)
+        return executor, executor.backprop_chunk(plan.chunk_size)
+
+    def _plan_variant(self) -> str:
+        """What besides the batch's shape changes a step's work (e.g. the order)."""
+        return ""
+
+    def _side_state(self) -> object:
+        """What a :meth:`backward` call changes besides ``.grad`` (its counters, generators),
+        for a measuring step to put back (:meth:`_set_side_state`)."""
+        return self._draws()
+
+    def _set_side_state(self, state: object) -> None:
+        self._rewind(state)
 
     @property
     def params(self) -> Params:
@@ -326,6 +380,7 @@ class MAML(MetaLearner):
         first_order_iterations: int = 0,
         per_step_bn_weights: bool = False,
         per_step_bn_stats: bool = False,
+        memory_budget: float = DEFAULT_BUDGET,
     ) -> None:
         if per_step_bn_stats and path in ("vectorized", "vmap"):
             raise UsageError(
@@ -340,6 +395,7 @@ class MAML(MetaLearner):
             path=path,
             chunk_size=chunk_size,
             inner_params=inner_params,
+            memory_budget=memory_budget,
         )
         require("multi_step_loss_iterations", count_problem(multi_step_loss_iterations, 0))
         require("first_order_iterations", count_problem(first_order_iterations, 0))
@@ -408,7 +464,14 @@ class MAML(MetaLearner):
         """MSL's importance of each step's query loss at this iteration (None: the last's)."""
         return msl_weights(self.inner_steps, self.iteration, self.multi_step_loss_iterations)
 
-    def _prepared(self, batch: TaskBatch) -> tuple[Params, TaskBatch, TaskExecutor]:
+    def _plan_variant(self) -> str:
+        inner = self.inner_loop()
+        order = "first order" if inner.first_order else "second order"
+        return order + (", every step's loss" if self.step_weights() is not None else "")
+
+    def _prepared(
+        self, batch: TaskBatch, meta_batch_size: int | None = None, training: bool = True
+    ) -> tuple[Params, TaskBatch, TaskExecutor, int | None]:
         params = self.params
         batch = autocast_dtype(check_batch(batch), params)
         if batch.query_x.shape[1] == 0:
@@ -416,7 +479,9 @@ class MAML(MetaLearner):
                 "the query set is empty (0 examples per task), but MAML's meta-loss is the loss "
                 "on the query set; give queries >= 1 (Reptile needs none)"
             )
-        return params, batch, self.executor_for(batch)
+        if not training:
+            return params, batch, self.executor_for(batch), None
+        return params, batch, *self.plan_for(batch, meta_batch_size)
 
     def _objective(self, executor: TaskExecutor, params: Params, inner: InnerLoop):
         weights = self.step_weights()
@@ -435,7 +500,7 @@ class MAML(MetaLearner):
         Raises:
             FloatingPointError: the meta-loss is NaN or infinite, as :meth:`backward` does.
         """
-        params, batch, executor = self._prepared(batch)
+        params, batch, executor, _ = self._prepared(batch, training=False)
         out = self._objective(executor, params, self.inner_loop())(batch)
         finite_or_raise(out.loss, "meta-loss")
         return out
@@ -449,10 +514,9 @@ class MAML(MetaLearner):
         ``meta_batch_size``: accumulate ``batch``'s share of a larger meta-batch (see
         :meth:`MetaLearner.backward`).
         """
-        params, batch, executor = self._prepared(batch)
+        params, batch, executor, chunk = self._prepared(batch, meta_batch_size)
         targets = {**params, **self.learned()}
         objective = self._objective(executor, params, self.inner_loop())
-        chunk = executor.backprop_chunk(self.chunk_size)
         grads, out = meta_gradient(objective, targets, batch, chunk, meta_batch_size)
         accumulate_grad(targets, grads)
         self.iteration += 1

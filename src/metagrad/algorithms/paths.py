@@ -10,8 +10,10 @@ The vocabulary (:data:`metagrad.types.ExecutionPath`), from config to kernel:
   per-task parameters through :mod:`metagrad.models.kernels`; any other module runs under
   :func:`torch.func.vmap`, i.e. ``"vectorized"`` resolves to ``"vmap"`` for it.
 - ``"vmap"``: :func:`torch.func.vmap` even for built-in models.
-- ``"auto"``: the model's ``preferred_path(examples)`` (the fastest correct path measured for
-  it), else ``"loop"``.
+- ``"auto"``: in training, measured on the first step of each task shape
+  (:mod:`metagrad.algorithms.autotune`, through
+  :meth:`~metagrad.algorithms.MetaLearner.plan_for`); here, and so in evaluation, the model's
+  rule ``preferred_path(examples)``, else ``"loop"``.
 
 :class:`TaskExecutor` binds a model to its resolved path and offers what the algorithms need,
 for every path alike: :meth:`~TaskExecutor.adapt_all`, :meth:`~TaskExecutor.trajectory_all`,

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metagrad.algorithms.autotune import DEFAULT_BUDGET
 from metagrad.algorithms.learner import MetaLearner, accumulate_grad
 from metagrad.algorithms.maml import MetaOutput
 from metagrad.algorithms.paths import TaskExecutor, autocast_dtype, check_batch, probe
@@ -139,6 +140,7 @@ class Reptile(MetaLearner):
         path: str = "auto",
         generator: torch.Generator | None = None,
         inner_params: InnerParams = None,
+        memory_budget: float = DEFAULT_BUDGET,
     ) -> None:
         super().__init__(
             model,
@@ -147,6 +149,7 @@ class Reptile(MetaLearner):
             inner_steps=inner_steps,
             path=path,
             inner_params=inner_params,
+            memory_budget=memory_budget,
         )
         require("inner_batch_size", count_problem(inner_batch_size, 1, optional=True))
         if inner_state not in ("reset", "carry"):
@@ -184,7 +187,7 @@ class Reptile(MetaLearner):
         a meta-batch of ``meta_batch_size`` tasks, if given: see :meth:`MetaLearner.backward`)."""
         params = self.params
         batch = autocast_dtype(check_batch(batch), params)
-        executor = self.executor_for(batch)
+        executor, _ = self.plan_for(batch, meta_batch_size)  # Reptile does not chunk
         used = self.used_params(executor, params, batch)
         direction, out, state = reptile_direction(
             executor,
@@ -204,6 +207,16 @@ class Reptile(MetaLearner):
         if self.inner_state == "carry":
             self.carried = {g: detached(sub) for g, sub in state.items()}
         return out
+
+    chunked = False  # one pass over the meta-batch: no chunk sizes to try
+
+    def _side_state(self) -> object:
+        return (None if self.generator is None else self.generator.get_state(), self.carried)
+
+    def _set_side_state(self, state: object) -> None:
+        generator, self.carried = state
+        if generator is not None:
+            self.generator.set_state(generator)
 
     def _draws(self) -> object:
         if self.inner_state == "carry":

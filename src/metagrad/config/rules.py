@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-from metagrad.checks import count_problem, lr_problem
+from metagrad.checks import budget_problem, count_problem, lr_problem
 
 Problem = tuple[str, str]  # (field name, what is wrong with it)
 
@@ -39,6 +39,13 @@ def learning_rate(obj: object, *names: str) -> Iterator[Problem]:
         value = getattr(obj, name)
         if value is not None and (problem := lr_problem(value)) is not None:
             yield name, problem
+
+
+def memory_budget(obj: object) -> Iterator[Problem]:
+    """The problem of ``obj.memory_budget``, by the API's rule
+    (:func:`metagrad.checks.budget_problem`)."""
+    if (problem := budget_problem(obj.memory_budget)) is not None:
+        yield "memory_budget", problem
 
 
 def counts(obj: object, low: int, *names: str) -> Iterator[Problem]:

@@ -33,6 +33,7 @@ from metagrad.config.rules import (
     inner_params_problems,
     learning_rate,
     lr_per_step,
+    memory_budget,
     ordered_range,
     positive,
 )
@@ -190,8 +191,11 @@ class MAMLConfig(AlgorithmConfig):
     inner_lr: float | tuple[float, ...]  # inner SGD step size, or one per inner step
     inner_steps: int = 1  # gradient steps on the support set per task
     first_order: bool = False  # drop second-order terms (= FOMAML)
-    path: InnerPath = "auto"  # "loop" over tasks, "vectorized" (vmap over tasks), or pick
+    # "loop" over tasks, "vectorized" (all tasks at once), or "auto": measured on the first
+    # step (each path and chunk size), the fastest within memory_budget, kept in path.json
+    path: InnerPath = "auto"
     chunk_size: int | None = None  # tasks per vectorized chunk (None = whole meta-batch)
+    memory_budget: float = 0.5  # "auto"'s limit: fraction (0, 1] of available memory, or bytes
     recompute_inner: bool = False  # recompute inner steps in backward: sqrt(steps) memory
     # Which parameters the inner loop adapts (train and test): "all", "head" (ANIL), "body"
     # (BOIL), or glob patterns of parameter names, e.g. ["features.3.*", "head.*"]. The others
@@ -210,6 +214,7 @@ class MAMLConfig(AlgorithmConfig):
     def problems(self) -> Iterator[Problem]:
         yield from learning_rate(self, "inner_lr")
         yield from counts(self, 1, "inner_steps", "chunk_size")
+        yield from memory_budget(self)
         yield from counts(self, 0, "multi_step_loss_iterations", "first_order_iterations")
         yield from lr_per_step(self, "inner_lr", self.inner_steps)
         yield from inner_params_problems(self)
@@ -244,10 +249,12 @@ class ReptileConfig(AlgorithmConfig):
     inner_state: Literal["reset", "carry"] = "reset"
     path: InnerPath = "auto"  # as MAMLConfig.path
     chunk_size: int | None = None  # as MAMLConfig.chunk_size
+    memory_budget: float = 0.5  # as MAMLConfig.memory_budget
 
     def problems(self) -> Iterator[Problem]:
         yield from learning_rate(self, "inner_lr")
         yield from counts(self, 1, "inner_steps", "inner_batch_size", "chunk_size")
+        yield from memory_budget(self)
         if self.inner_state == "carry" and self.inner_optimizer == "sgd":
             yield "inner_state", "'carry' keeps an optimizer state, and SGD has none: use adam"
         if not all(0.0 <= b < 1.0 for b in self.adam_betas):

@@ -47,7 +47,8 @@ class Conv4(nn.Module):
     """
 
     def preferred_path(self, examples: int | None = None) -> ExecutionPath:
-        """The path ``"auto"`` runs, from the measurements of BENCHMARKS.md (one core):
+        """The path ``"auto"`` runs without measuring (evaluation), from the measurements of
+        BENCHMARKS.md (one core; training measures its own, metagrad.algorithms.autotune):
 
         - strided Conv4, small tasks: all tasks at once (5-way 1-shot with 1 query, 10 images
           per task: 2x the loop; 20-way 1-shot, 40 images: 1.14x);

@@ -52,6 +52,7 @@ RESUMABLE = (
     "eval.*",
     "algorithm.path",
     "algorithm.chunk_size",
+    "algorithm.memory_budget",
 )
 
 
@@ -138,7 +139,8 @@ def run_files(run_dir: Path) -> list[Path]:
     TensorBoard events); the lock files are not part of a run."""
     if not run_dir.is_dir():
         return []
-    names = ("config.toml", "preprocessing.json", "metrics.jsonl", "tensorboard", "results.json")
+    names = ("config.toml", "preprocessing.json", "path.json", "metrics.jsonl", "tensorboard")
+    names += ("results.json",)
     found = [run_dir / n for n in names if (run_dir / n).exists()]
     found += sorted(run_dir.glob("last*")) + sorted(run_dir.glob("best*"))
     found += sorted(run_dir.glob("results-*.json")) + sorted(run_dir.glob(".last*.tmp"))

@@ -39,6 +39,7 @@ from metagrad.train.loop import (
     run_loop,
     start_run,
 )
+from metagrad.train.path_record import record_paths
 from metagrad.train.preprocessing import record_preprocessing
 from metagrad.train.rundir import check_new_run
 from metagrad.train.sharding import autocasting, sharded_backward
@@ -96,6 +97,7 @@ def train_supervised(
     step, best, elapsed = 0, None, Elapsed(0.0, 0.0)
     if resume:
         step, best, elapsed = _restore(exp, opt, run_dir, cfg)
+    record_paths(exp.learner, run_dir, ranks, resume)  # "auto": measured once, kept in path.json
     t = cfg.train
     clock = RunClock(elapsed, t.budget_clock, t.time_budget_s)
     if opt is None:  # nothing to learn (the mean predictor): straight to the test
