@@ -20,7 +20,7 @@ import pytest
 import safetensors
 import torch
 
-from metagrad.algorithms.learner import MAML
+from metagrad.algorithms.maml_learner import MAML
 from metagrad.train.checkpoint import intact_checkpoints, load_checkpoint, state_file
 from metagrad.train.io import inject_write_faults
 from metagrad.train.rundir import run_lock

@@ -1,12 +1,13 @@
 """Meta-learning algorithms: pure objectives and their stateful shells."""
 
-from metagrad.algorithms.learner import MAML, MetaLearner
+from metagrad.algorithms.learner import MetaLearner
 from metagrad.algorithms.maml import (
     MetaOutput,
     maml_objective,
     meta_gradient,
     multi_step_objective,
 )
+from metagrad.algorithms.maml_learner import MAML
 from metagrad.algorithms.paths import TaskExecutor, resolve_path
 from metagrad.algorithms.reptile import Reptile, reptile_direction
 from metagrad.functional.inner import InnerLoop
