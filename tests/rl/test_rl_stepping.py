@@ -38,6 +38,21 @@ def test_mujoco_stepper_equals_gymnasium_step_to_the_bit(name, frame_skip):
     assert not ended.all()
 
 
+def test_mujoco_stepper_steps_on_once_every_episode_has_ended():
+    pytest.importorskip("mujoco")
+    pytest.importorskip("gymnasium")
+    from metagrad.rl.envs.stepping import make_stepper
+
+    steps = make_stepper("ant-vel", {}, "mujoco")
+    steps.reset([{"velocity": 1.0}], [0])
+    steps._datas[0].qpos[2] = 5.0  # the torso far above the healthy range: the episode ends
+    obs, reward, done = (x.copy() for x in steps.step(np.zeros((1, 8))))
+    assert done.tolist() == [True] and reward[0] != 0
+    again = steps.step(np.ones((1, 8)))  # nothing left to step: last observation, reward 0
+    assert np.array_equal(again[0], obs) and again[1].tolist() == [0.0]
+    assert again[2].tolist() == [True]
+
+
 def test_unknown_stepper_and_negative_workers_are_refused():
     pytest.importorskip("mujoco")
     with pytest.raises(KeyError, match="stepper"):

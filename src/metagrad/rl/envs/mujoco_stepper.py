@@ -80,6 +80,10 @@ class MujocoStepper:
         m, nstep, contact = self.model, self.frame_skip, self.contact
         action = np.clip(actions, self.low, self.high)  # as LocomotionTask.step
         live = np.flatnonzero(self.alive)
+        self.reward[:] = 0.0
+        self.done[:] = ~self.alive
+        if live.size == 0:  # every episode has ended (a worker's share can end early)
+            return self.obs, self.reward, self.done
         before = self.x[live]
         qpos, qvel, cfrc, x, views = self.qpos, self.qvel, self.cfrc, self.x, self._views
         for i in live:
@@ -93,10 +97,8 @@ class MujocoStepper:
         velocity = (x[live] - before) / self.dt
         env = self.env
         self.obs[live] = env.batch_observation(qpos[live], qvel[live], cfrc[live])
-        self.reward[:] = 0.0
         self.reward[live] = env.batch_reward(velocity, action[live], self.target[live], cfrc[live])
         ended = env.batch_terminated(qpos[live], qvel[live])
-        self.done[:] = ~self.alive
         self.done[live[ended]] = True
         self.alive[live[ended]] = False
         return self.obs, self.reward, self.done
