@@ -100,8 +100,9 @@ def rollouts(args: argparse.Namespace) -> list[dict[str, Any]]:
         torch.manual_seed(0)
         policy = GaussianMLPPolicy(first.obs_dim, first.act_dim, (100, 100))
         try:
-            for env in envs.values():  # warm-up (worker start, first calls), a small batch
-                time_rollout(env, policy, tasks[:2], 2, seed=0)
+            for env in envs.values():  # warm-up: first calls, and one MjData per episode
+                time_rollout(env, policy, tasks[:2], 2, seed=0)  # allocated by the full reset
+                env.reset(tasks, args.trajs, 0)
             samples: dict[str, list[dict[str, float]]] = {t: [] for t in envs}
             for r in range(args.rounds):  # interleaved, round by round
                 for text, env in envs.items():

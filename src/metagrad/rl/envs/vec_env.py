@@ -68,9 +68,7 @@ def _worker(conn, name: str, env_kwargs: dict[str, Any], stepper: str) -> None:
     torch.set_num_threads(1)
     try:
         steps = make_stepper(name, env_kwargs, stepper)
-        env = getattr(steps, "env", None)
-        low, high = env.action_space.low, env.action_space.high  # type: ignore[union-attr]
-        conn.send(("ok", (steps.obs_dim, steps.act_dim, low, high)))
+        conn.send(("ok", (steps.obs_dim, steps.act_dim)))
     except Exception:
         conn.send(("error", traceback.format_exc()))
         return
@@ -241,7 +239,7 @@ class SubprocVecEnv(_TorchFace):
             self._conns.append(parent)
             self._procs.append(proc)
         specs = [self._receive(c) for c in self._conns]
-        self.obs_dim, self.act_dim, self.action_low, self.action_high = specs[0]
+        self.obs_dim, self.act_dim = specs[0]
         self._buffers: _Buffers | None = None
         self._busy: list[Any] = []  # the workers with a non-empty share
         self._start()
