@@ -57,30 +57,35 @@ def test_per_task_parameters_drive_each_task():
         rollout(env, policy, params, [{"goal": (0.4, 0)}] * 3, 1)
 
 
-def test_mujoco_workers_are_reproducible_and_match_one_env_per_episode():
+def test_mujoco_sampling_is_reproducible_in_process_and_in_workers():
     pytest.importorskip("mujoco")
     pytest.importorskip("gymnasium")
-    from metagrad.rl.envs.vec_env import SubprocVecEnv
+    from metagrad.rl.envs.vec_env import InProcessVecEnv, SubprocVecEnv
 
     tasks = get_family("ant-dir").sample_tasks(2, torch.Generator().manual_seed(0))
     policy = GaussianMLPPolicy(105, 8, hidden=(16,))
     theta = dict(policy.named_parameters())
-    # Default: spawned workers, one MjData per episode; reference: one env per episode.
+    # Default: MuJoCo stepped directly in this process; against 2 spawned workers doing the
+    # same, and one forked worker stepping one gymnasium environment per episode (reference).
     with (
+        InProcessVecEnv("ant-dir", horizon=30) as local,
         SubprocVecEnv("ant-dir", horizon=30, workers=2) as shared,
         SubprocVecEnv(
-            "ant-dir", horizon=30, workers=1, start_method="fork", per_episode_data=False
+            "ant-dir", horizon=30, workers=1, start_method="fork", stepper="gymnasium"
         ) as separate,
     ):
-        a = rollout(shared, policy, theta, tasks, 3, torch.Generator().manual_seed(1))
-        b = rollout(shared, policy, theta, tasks, 3, torch.Generator().manual_seed(1))
-        c = rollout(separate, policy, theta, tasks, 3, torch.Generator().manual_seed(1))
-        assert shared.stats["steps"] == 60 and shared.stats["round_trip_s"] > 0
+        runs = [
+            rollout(env, policy, theta, tasks, 3, torch.Generator().manual_seed(1))
+            for env in (local, local, shared, separate)
+        ]
+        assert shared.stats["steps"] == 30 and shared.stats["round_trip_s"] > 0
+        assert local.stats["steps"] == 60 and local.stats["worker_s"] > 0
+    a = runs[0]
     assert a.obs.shape == (2, 3, 30, 105)
-    for x, y, z in [
-        (a.obs, b.obs, c.obs),
-        (a.rewards, b.rewards, c.rewards),
-        (a.mask, b.mask, c.mask),
-    ]:
-        assert torch.equal(x, y) and torch.equal(x, z)
+    for other in runs[1:]:
+        for x, y in [(a.obs, other.obs), (a.rewards, other.rewards), (a.mask, other.mask)]:
+            assert torch.equal(x, y)
+        assert torch.equal(a.actions, other.actions)
     assert a.obs[:, :, 0, :27].std(1).min() > 0  # reset noise differs (qpos, qvel)
+    c = rollout(local, policy, theta, tasks, 3, torch.Generator().manual_seed(2))
+    assert not torch.equal(a.obs, c.obs)

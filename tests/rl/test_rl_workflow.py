@@ -155,6 +155,13 @@ def test_config_errors_teach(overrides, message):
     assert message in str(info.value)
 
 
+def test_mujoco_workers_zero_steps_in_process_and_negative_is_refused():
+    cheetah = RL / "maml_trpo_cheetah_vel.toml"
+    assert load_config(cheetah, ["task.workers=0"]).task.workers == 0
+    with pytest.raises(ConfigError, match="task.workers: must be >= 0, got -1"):
+        load_config(cheetah, ["task.workers=-1"])
+
+
 def test_supervised_tasks_refuse_rl_models_and_algorithms():
     sine = ROOT / "configs" / "sinusoid" / "maml_10shot.toml"
     with pytest.raises(ConfigError, match="'maml_trpo' works only on rl tasks"):

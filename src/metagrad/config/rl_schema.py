@@ -77,14 +77,15 @@ class Navigation2DTaskConfig(RLTaskConfig):
 
 @config_class
 class LocomotionTaskConfig(RLTaskConfig):
-    """Base of the MuJoCo families (gymnasium v5 models), stepped in worker processes."""
+    """Base of the MuJoCo families (gymnasium v5 models), stepped in this process or workers."""
 
-    workers: int | None = None  # environment worker processes (None = the CPU count)
+    workers: int | None = None  # environment worker processes (0 or None: in this process)
     frame_skip: int = 1  # simulator steps per action; see metagrad.rl.envs.locomotion
 
     def problems(self) -> Iterator[Problem]:
         yield from super().problems()
-        yield from at_least(self, 1, "workers", "frame_skip")
+        yield from at_least(self, 0, "workers")
+        yield from at_least(self, 1, "frame_skip")
 
     def env_kwargs(self) -> dict[str, Any]:
         """The environment constructor's arguments."""

@@ -10,10 +10,11 @@ on a meta-batch of tasks. The run directory holds the same files as a supervised
 - ``metrics.jsonl`` and TensorBoard events: per logged meta-iteration ("train") the return
   before and after adaptation, the surrogate loss, the KL, the line search's outcome and the
   seconds spent ``time_sampling`` / ``time_adaptation`` / ``time_conjugate_gradient`` /
-  ``time_line_search`` / ``time_total`` (for MuJoCo, ``time_env_workers`` simulating and
-  ``time_env_ipc`` talking to the workers, both within sampling); per validation ("val") the
-  return before and after each of the test's adaptation steps on fixed validation tasks,
-  their mean over the steps (the metric that picks ``best``) and its wall time;
+  ``time_line_search`` / ``time_total`` (for MuJoCo, ``time_env_workers`` simulating, in
+  this process or the slowest worker's, and ``time_env_ipc`` talking to the workers, 0 in
+  process, both within sampling); per validation ("val") the return before and after each of
+  the test's adaptation steps on fixed validation tasks, their mean over the steps (the metric
+  that picks ``best``) and its wall time;
 - checkpoints ``last`` and ``best`` (highest validation return over the adaptation steps)
   holding the policy parameters as weights and the step, the best metric and the states of
   every random number generator (the global ones and the generator all sampling draws from);

@@ -84,6 +84,11 @@ for _family in [
     FAMILIES.add(_family.name, _family)
 
 
+# Where MuJoCo episodes are stepped by default: 0 = in this process. On these 2 cores, shared
+# with other trainings, in-process stepping was the fastest (BENCHMARKS.md, issue 20).
+DEFAULT_WORKERS = 0
+
+
 def get_family(name: str) -> TaskFamily:
     """The task family called ``name`` (see the module docstring); an unknown name is a
     :class:`~metagrad.registry.UnknownName` (``KeyError``) that says which one was meant."""
@@ -105,32 +110,50 @@ def make_batched_env(
     workers: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
     start_method: str = "spawn",
+    stepper: str = "mujoco",
 ) -> BatchedEnv:
-    """The fastest batched environment for family ``name``.
+    """The batched environment of family ``name``.
 
-    2D navigation runs in torch in this process; MuJoCo families run in ``workers`` processes
-    (:class:`metagrad.rl.envs.vec_env.SubprocVecEnv`; close it, or use it as a context manager).
+    2D navigation runs in torch in this process. MuJoCo families run in this process
+    (``workers=0``, :class:`metagrad.rl.envs.vec_env.InProcessVecEnv`) or in ``workers``
+    processes (:class:`metagrad.rl.envs.vec_env.SubprocVecEnv`; close it, or use it as a
+    context manager).
 
     Args:
         name: family name.
         horizon: episode length; the family's (the paper's) when omitted.
-        workers: worker processes for gymnasium families (default: the CPU count).
+        workers: worker processes for gymnasium families; 0 steps them in this process;
+            ``None``: :data:`DEFAULT_WORKERS`.
         env_kwargs: constructor arguments of the environment (e.g. ``{"frame_skip": 5}``;
             ``{"action_scale": 0.1}`` for 2D navigation).
         start_method: multiprocessing start method of the workers.
+        stepper: how episodes are stepped: ``"mujoco"`` (MuJoCo called directly, all episodes'
+            observations and rewards computed at once) or ``"gymnasium"`` (each environment's
+            ``step``; the reference); see :mod:`metagrad.rl.envs.stepping`.
     """
     family = get_family(name)
     horizon = horizon or family.horizon
     if name == "navigation-2d":
         return Navigation2D(horizon=horizon, **(env_kwargs or {}))
-    from metagrad.rl.envs.vec_env import SubprocVecEnv
+    from metagrad.rl.envs.vec_env import InProcessVecEnv, SubprocVecEnv
 
+    workers = DEFAULT_WORKERS if workers is None else workers
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0 (0: step in this process), got {workers}")
+    if workers == 0:
+        return InProcessVecEnv(name, horizon=horizon, env_kwargs=env_kwargs, stepper=stepper)
     return SubprocVecEnv(
-        name, horizon=horizon, workers=workers, env_kwargs=env_kwargs, start_method=start_method
+        name,
+        horizon=horizon,
+        workers=workers,
+        env_kwargs=env_kwargs,
+        start_method=start_method,
+        stepper=stepper,
     )
 
 
 __all__ = [
+    "DEFAULT_WORKERS",
     "FAMILIES",
     "BatchedEnv",
     "Navigation2D",

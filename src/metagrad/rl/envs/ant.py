@@ -27,6 +27,8 @@ DEFAULTS = {"velocity": 0.0, "direction": 1.0}
 
 
 class _AntTask(LocomotionTask, AntEnv):
+    reads_contact_forces = True  # the contact cost and the observation read cfrc_ext
+
     def __init__(self, task: Task, frame_skip: int, **kwargs: Any) -> None:
         AntEnv.__init__(self, frame_skip=frame_skip, **kwargs)
         EzPickle.__init__(self, task, frame_skip, **kwargs)
@@ -45,6 +47,32 @@ class _AntTask(LocomotionTask, AntEnv):
             "reward_survive": SURVIVE_REWARD,
         }
         return forward - ctrl - contact + SURVIVE_REWARD, info
+
+    def x_source(self, data):
+        return data.body(self._main_body).xpos  # v5 measures the velocity on the torso's xpos
+
+    def batch_observation(self, qpos, qvel, cfrc_ext):
+        parts = [qpos[:, 2:] if self._exclude_current_positions_from_observation else qpos, qvel]
+        if self._include_cfrc_ext_in_observation:
+            low, high = self._contact_force_range
+            parts.append(np.clip(cfrc_ext, low, high)[:, 1:].reshape(len(qpos), -1))
+        return np.concatenate(parts, axis=1)
+
+    def batch_reward(self, x_velocity, action, target, cfrc_ext):
+        forward = velocity_term(x_velocity, self.task_key, target)
+        if self.task_key == "velocity":
+            forward = forward + VELOCITY_BONUS
+        ctrl = CTRL_COST * np.sum(np.square(action), axis=1)
+        contact_forces = np.clip(cfrc_ext, -1.0, 1.0).reshape(len(cfrc_ext), -1)
+        contact = CONTACT_COST * np.sum(np.square(contact_forces), axis=1)
+        return forward - ctrl - contact + SURVIVE_REWARD
+
+    def batch_terminated(self, qpos, qvel):
+        if not self._terminate_when_unhealthy:
+            return np.zeros(len(qpos), dtype=bool)
+        low, high = self._healthy_z_range
+        finite = np.isfinite(qpos).all(axis=1) & np.isfinite(qvel).all(axis=1)
+        return ~(finite & (low <= qpos[:, 2]) & (qpos[:, 2] <= high))
 
 
 class AntVelEnv(_AntTask):

@@ -6,8 +6,9 @@ A *task* is a small picklable dict (``{"goal": (x, y)}``, ``{"velocity": v}``,
 A *batched environment* steps ``tasks x trajs`` episodes in lockstep: one call moves every
 still-running episode of every task by one step, which lets the sampler evaluate the policy
 once per time step for the whole meta-batch. Implementations: :class:`Navigation2D` (pure
-torch) and :class:`metagrad.rl.envs.vec_env.SubprocVecEnv` (gymnasium environments stepped in
-worker processes).
+torch), :class:`metagrad.rl.envs.vec_env.InProcessVecEnv` and
+:class:`metagrad.rl.envs.vec_env.SubprocVecEnv` (MuJoCo / gymnasium environments stepped in this
+process or in worker processes).
 """
 
 from __future__ import annotations

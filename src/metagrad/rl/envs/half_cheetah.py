@@ -34,6 +34,17 @@ class _HalfCheetahTask(LocomotionTask, HalfCheetahEnv):
         info = {"reward_forward": forward, "reward_ctrl": -ctrl}
         return forward - ctrl, info
 
+    def x_source(self, data):
+        return data.qpos  # v5 measures the velocity on qpos[0]
+
+    def batch_observation(self, qpos, qvel, cfrc_ext):
+        skip = 1 if self._exclude_current_positions_from_observation else 0
+        return np.concatenate((qpos[:, skip:], qvel), axis=1)
+
+    def batch_reward(self, x_velocity, action, target, cfrc_ext):
+        forward = velocity_term(x_velocity, self.task_key, target)
+        return forward - CTRL_COST * np.sum(np.square(action), axis=1)
+
 
 class HalfCheetahVelEnv(_HalfCheetahTask):
     """Run at a goal velocity: reward ``-|v_x - goal| - 0.05 * sum(a^2)``, goal ``~ U[0, 2]``.

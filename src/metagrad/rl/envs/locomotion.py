@@ -55,6 +55,29 @@ class LocomotionTask:
     task_key: str = ""
     family: str = ""
     target: float = 0.0
+    reads_contact_forces: bool = False  # the batched twins need ``cfrc_ext`` after each step
+
+    # Batched twins of ``step`` for :class:`metagrad.rl.envs.mujoco_stepper.MujocoStepper`:
+    # ``n`` episodes' states in, the numbers ``step`` would return out, by the same arithmetic
+    # in the same order (equal to the bit: tests/rl/test_rl_stepping.py).
+
+    def x_source(self, data):
+        """The array whose element 0 is the x position the forward velocity is measured on."""
+        raise NotImplementedError
+
+    def batch_observation(self, qpos, qvel, cfrc_ext):
+        """Observations ``[n, obs]`` of states ``qpos [n, nq]``, ``qvel [n, nv]``,
+        ``cfrc_ext [n, nbody, 6]`` (filled only if ``reads_contact_forces``)."""
+        raise NotImplementedError
+
+    def batch_reward(self, x_velocity, action, target, cfrc_ext):
+        """Rewards ``[n]`` of forward velocities ``[n]``, clipped actions ``[n, act]`` and task
+        values ``[n]``."""
+        raise NotImplementedError
+
+    def batch_terminated(self, qpos, qvel):
+        """Whether each of ``n`` states ends its episode ``[n]`` (never, by default)."""
+        return np.zeros(len(qpos), dtype=bool)
 
     def set_task(self, task: Task) -> None:
         """Switch to ``task`` (e.g. ``{"velocity": 1.2}``); takes effect at the next step."""
@@ -70,8 +93,11 @@ class LocomotionTask:
         return super().step(clipped)  # type: ignore[misc]
 
 
-def velocity_term(x_velocity: float, task_key: str, target: float) -> float:
-    """The task's forward term: ``-|v - goal|`` (velocity) or ``direction * v`` (direction)."""
+def velocity_term(x_velocity, task_key: str, target):
+    """The task's forward term: ``-|v - goal|`` (velocity) or ``direction * v`` (direction).
+
+    Scalars or arrays (the batched twins pass ``[n]`` velocities and task values).
+    """
     if task_key == "velocity":
         return -abs(x_velocity - target)
     return target * x_velocity
