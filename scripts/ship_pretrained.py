@@ -15,7 +15,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from metagrad.train.checkpoint import load_checkpoint, save_checkpoint
+from metagrad.train.checkpoint import load_checkpoint, save_checkpoint, slim_state
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "metagrad" / "pretrained"
 
@@ -29,8 +29,7 @@ def main() -> None:
     out = PACKAGE / args.name
     out.mkdir(parents=True, exist_ok=True)
     weights, state = load_checkpoint(args.run, args.checkpoint)
-    slim = {"step": state["step"], "learner": state.get("learner", {})}
-    save_checkpoint(out, "best", weights, slim)
+    save_checkpoint(out, "best", weights, slim_state(state))
     for name in ("config.toml", "preprocessing.json", "results.json"):
         if (args.run / name).exists():
             shutil.copyfile(args.run / name, out / name)

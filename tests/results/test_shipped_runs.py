@@ -20,6 +20,9 @@ RUNS = sorted(
     for p in (ROOT / "results").glob("*/*/results.json")
     if p.parent not in SINUSOID and (p.parent / "config.toml").exists()
 )
+# The same-budget comparisons (results/<family>/budget_<setting>/<run>/, issue 17): ten and
+# more Omniglot meta-tests of a minute each, so re-tested on demand: `pytest -m retest`.
+COMPARISONS = sorted(p.parent for p in (ROOT / "results").glob("*/budget_*/*/results.json"))
 PAPER = {1: 0.67, 5: 0.38, 10: 0.35}  # MAML paper, Table 2 (K = 5)
 
 
@@ -50,6 +53,16 @@ def test_every_headline_rerun_is_shipped():
 
 @pytest.mark.parametrize("run", RUNS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_a_shipped_run_retests_to_its_reported_numbers(run, tmp_path):
+    retests_to_its_numbers(run, tmp_path)
+
+
+@pytest.mark.retest
+@pytest.mark.parametrize("run", COMPARISONS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_a_comparison_run_retests_to_its_reported_numbers(run, tmp_path):
+    retests_to_its_numbers(run, tmp_path)
+
+
+def retests_to_its_numbers(run: Path, tmp_path: Path) -> None:
     cfg = load_config(run / "config.toml")
     root = getattr(cfg.task, "root", None)
     if root is not None and not (ROOT / root).exists():

@@ -102,6 +102,14 @@ def state_file(
     return safetensors.torch.save(dict(state_tensors), metadata=metadata)
 
 
+def slim_state(state: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint kept only to be tested or adapted from needs of its training
+    ``state``: the step and the learner's own state (e.g. Meta-SGD's rates). Optimiser
+    moments, random states and the sampler go (a third of a training checkpoint's size):
+    shipped initialisations and finished result runs keep their ``best`` this way."""
+    return {"step": state["step"], "learner": state.get("learner", {})}
+
+
 def save_checkpoint(
     run_dir: PathLike, name: str, weights: Mapping[str, Tensor], state: Mapping[str, Any]
 ) -> Path:
