@@ -95,6 +95,36 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, config):
     assert untimed(a) == untimed(b)  # returns, KL, validation: every logged number
 
 
+@pytest.mark.parametrize("config", ["maml_trpo_cheetah_vel", "maml_trpo_ant_dir"])
+def test_mujoco_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, config):
+    """2 iterations, then a resume for 2 more, equal 4 straight (MuJoCo stepped in process):
+    the resumed process starts with fresh simulator states and must draw the same episodes."""
+    pytest.importorskip("mujoco")
+    torch.set_num_threads(1)
+    mujoco = [
+        "task.horizon=8",
+        "task.trajectories=2",
+        "task.workers=0",
+        "model.hidden=[8]",
+        "train.iterations=4",
+        "train.meta_batch_size=2",
+        "train.val_every=2",
+        "train.val_tasks=2",
+        "train.checkpoint_every=2",
+    ]
+    cfg = load_config(RL / f"{config}.toml", mujoco)
+    train(cfg, tmp_path / "straight", test=False)
+    cut = train(cfg, tmp_path / "cut", test=False, max_steps=2)
+    assert cut.steps == 2 and load_checkpoint(tmp_path / "cut", "last")[1]["step"] == 2
+    assert resume_run(tmp_path / "cut", test=False).steps == 4
+    for name in ("last", "best"):
+        (a, sa), (b, sb) = (load_checkpoint(tmp_path / r, name) for r in ("straight", "cut"))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+        assert torch.equal(sa["generator"], sb["generator"]) and sa["step"] == sb["step"]
+    a, b = (read_jsonl(tmp_path / r / "metrics.jsonl") for r in ("straight", "cut"))
+    assert len(a) == 6 and untimed(a) == untimed(b)  # 4 train rows, 2 validations
+
+
 def test_a_different_seed_gives_a_different_run(tmp_path):
     a = train(tiny("maml_trpo_nav2d", "train.iterations=2"), tmp_path / "a", test=False)
     b = train(tiny("maml_trpo_nav2d", "train.iterations=2", "seed=1"), tmp_path / "b", test=False)
