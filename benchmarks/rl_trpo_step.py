@@ -65,7 +65,9 @@ def sample(exp, seed: int = 0):
     return theta, [rolls[0].batch], process(rolls[1].trajectories, u.gamma, u.gae_lambda), steps
 
 
-def direction(exp, theta, train, valid, fisher_tasks=None, cg_iters=10, pack=True) -> dict[str, Any]:
+def direction(
+    exp, theta, train, valid, fisher_tasks=None, cg_iters=10, pack=True
+) -> dict[str, Any]:
     """The TRPO direction as trpo_step computes it; seconds of each part."""
     u, policy = exp.update, exp.policy
     start = time.perf_counter()
@@ -151,7 +153,9 @@ def main() -> None:
         split: list[dict[str, float]] = []
         two = slice(2)  # warm-up: first calls on two tasks, untimed
         for name in chosen:
-            direction(exp, theta, [b.select(two) for b in train], valid.select(two), **VARIANTS[name])
+            direction(
+                exp, theta, [b.select(two) for b in train], valid.select(two), **VARIANTS[name]
+            )
         for _ in range(args.rounds):
             for name in chosen:
                 samples[name].append(direction(exp, theta, train, valid, **VARIANTS[name]))

@@ -146,7 +146,9 @@ def test_locomotion_baselines_draw_figure_5_with_readable_names(tmp_path, monkey
 
     rl = ROOT / "configs" / "rl"
     maml, pretrained, random = (tmp_path / n for n in ("maml", "pretrained", "random"))
-    assert not main(["train", str(rl / "maml_trpo_cheetah_vel.toml"), *MUJOCO_TINY, "--out", str(maml)])
+    assert not main(
+        ["train", str(rl / "maml_trpo_cheetah_vel.toml"), *MUJOCO_TINY, "--out", str(maml)]
+    )
     assert not main(
         ["train", str(rl / "pretrained_cheetah_vel.toml"), *MUJOCO_TINY, "--out", str(pretrained)]
     )
