@@ -146,12 +146,11 @@ def test_locomotion_baselines_draw_figure_5_with_readable_names(tmp_path, monkey
 
     rl = ROOT / "configs" / "rl"
     maml, pretrained, random = (tmp_path / n for n in ("maml", "pretrained", "random"))
-    assert not main(
-        ["train", str(rl / "maml_trpo_cheetah_vel.toml"), *MUJOCO_TINY, "--out", str(maml)]
-    )
-    assert not main(
-        ["train", str(rl / "pretrained_cheetah_vel.toml"), *MUJOCO_TINY, "--out", str(pretrained)]
-    )
+    for config, out in (("maml_trpo", maml), ("pretrained", pretrained)):
+        assert (
+            main(["train", str(rl / f"{config}_cheetah_vel.toml"), *MUJOCO_TINY, "--out", str(out)])
+            == 0
+        )
     test_random = ["test", str(rl / "maml_trpo_cheetah_vel.toml"), *MUJOCO_TINY]
     assert main([*test_random, "--set", "name=random-cheetah-vel", "--out", str(random)]) == 0
     figures = {}
