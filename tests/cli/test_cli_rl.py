@@ -121,3 +121,55 @@ def test_list_shows_the_rl_configs_and_variants(capsys, monkeypatch):
     assert "configs/rl/maml_trpo_ant_dir.toml" in out
     assert "meta-RL:" in out and "maml_trpo, pretrained_rl" in out  # algorithms by group
     assert "gaussian_mlp" in out and "navigation-2d" in out
+
+
+MUJOCO_TINY = [
+    f"--set={o}"
+    for o in (
+        "task.horizon=5",
+        "task.trajectories=2",
+        "task.test_tasks=2",
+        "model.hidden=[8]",
+        "train.iterations=1",
+        "train.meta_batch_size=2",
+        "train.val_tasks=2",
+    )
+]
+
+
+def test_locomotion_baselines_draw_figure_5_with_readable_names(tmp_path, monkeypatch):
+    """MAML, the pretrained config and a random initialisation of a locomotion family, through
+    train / test / plot, end on one return-vs-steps figure with the paper's points."""
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("mujoco")
+    from metagrad.cli import rl_plots
+
+    rl = ROOT / "configs" / "rl"
+    maml, pretrained, random = (tmp_path / n for n in ("maml", "pretrained", "random"))
+    for config, out in (("maml_trpo", maml), ("pretrained", pretrained)):
+        assert (
+            main(["train", str(rl / f"{config}_cheetah_vel.toml"), *MUJOCO_TINY, "--out", str(out)])
+            == 0
+        )
+    test_random = ["test", str(rl / "maml_trpo_cheetah_vel.toml"), *MUJOCO_TINY]
+    assert main([*test_random, "--set", "name=random-cheetah-vel", "--out", str(random)]) == 0
+    figures = {}
+
+    def keep(fig, plt, path):
+        figures[path.name] = fig
+        return path
+
+    monkeypatch.setattr(rl_plots, "save_figure", keep)
+    args = ["plot", str(maml), "--baseline", str(pretrained), "--baseline", str(random)]
+    assert main(args) == 0
+    (ax,) = figures["return_vs_steps.png"].axes
+    names = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert names == [
+        "MAML (paper)",
+        "oracle (paper)",
+        "MAML",
+        "pretrained (multi-task)",
+        "random initialisation",
+    ]
+    paper = [line for line in ax.get_lines() if line.get_label() == "MAML (paper)"]
+    assert list(paper[0].get_ydata()) == list(rl_plots.PAPER["half-cheetah-vel"][0])

@@ -135,3 +135,39 @@ def test_trpo_step_stays_in_the_trust_region_and_improves_the_surrogate():
         assert 0 < kl <= max_kl and abs(kl - stats["kl"]) < 1e-6
         assert loss < stats["loss_before"] and abs(loss - stats["loss_after"]) < 1e-6
         assert set(stats["time"]) == {"adaptation", "conjugate_gradient", "line_search"}
+
+
+def test_packed_batches_keep_every_valid_step_and_every_loss():
+    g = torch.Generator().manual_seed(0)
+    batch = _batch(g)
+    mask = batch.mask.clone()
+    mask[1, 2, 4:] = 0  # every task has an ended episode: 21, 22 and 19 of 24 steps valid
+    batch = Batch(batch.obs, batch.actions, batch.advantages, mask)
+    packed = batch.packed()
+    assert packed.obs.shape == (3, 1, 22, 3)
+    assert torch.equal(packed.mask.sum((1, 2)), batch.mask.sum((1, 2)))
+    for k in range(3):  # the valid steps, in order, then padding
+        n = int(batch.mask[k].sum())
+        valid = batch.mask[k].bool()
+        assert torch.equal(packed.obs[k, 0, :n], batch.obs[k][valid])
+        assert torch.equal(packed.advantages[k, 0, :n], batch.advantages[k][valid])
+        assert not packed.mask[k, 0, n:].any()
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(3, 2, hidden=(8,)).double()
+    theta = {k: v.detach() for k, v in policy.named_parameters()}
+    adapted = adapt_policy(policy, theta, [batch], 0.5)
+    torch.testing.assert_close(
+        adapt_policy(policy, theta, [packed], 0.5), adapted, rtol=1e-12, atol=1e-14
+    )
+    old = old_policy(policy, adapted, batch)
+    shifted = {k: v + 0.01 for k, v in adapted.items()}
+    unpacked_values = surrogate_and_kl(policy, shifted, batch, old)
+    packed_values = surrogate_and_kl(policy, shifted, packed, old_policy(policy, adapted, packed))
+    torch.testing.assert_close(packed_values, unpacked_values, rtol=1e-12, atol=1e-14)
+
+
+def test_a_batch_without_padding_is_not_copied():
+    g = torch.Generator().manual_seed(0)
+    full = _batch(g)
+    full = Batch(full.obs, full.actions, full.advantages, torch.ones_like(full.mask))
+    assert full.packed() is full

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -95,6 +96,36 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, config):
     assert untimed(a) == untimed(b)  # returns, KL, validation: every logged number
 
 
+@pytest.mark.parametrize("config", ["maml_trpo_cheetah_vel", "maml_trpo_ant_dir"])
+def test_mujoco_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, config):
+    """2 iterations, then a resume for 2 more, equal 4 straight (MuJoCo stepped in process):
+    the resumed process starts with fresh simulator states and must draw the same episodes."""
+    pytest.importorskip("mujoco")
+    torch.set_num_threads(1)
+    mujoco = [
+        "task.horizon=8",
+        "task.trajectories=2",
+        "task.workers=0",
+        "model.hidden=[8]",
+        "train.iterations=4",
+        "train.meta_batch_size=2",
+        "train.val_every=2",
+        "train.val_tasks=2",
+        "train.checkpoint_every=2",
+    ]
+    cfg = load_config(RL / f"{config}.toml", mujoco)
+    train(cfg, tmp_path / "straight", test=False)
+    cut = train(cfg, tmp_path / "cut", test=False, max_steps=2)
+    assert cut.steps == 2 and load_checkpoint(tmp_path / "cut", "last")[1]["step"] == 2
+    assert resume_run(tmp_path / "cut", test=False).steps == 4
+    for name in ("last", "best"):
+        (a, sa), (b, sb) = (load_checkpoint(tmp_path / r, name) for r in ("straight", "cut"))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+        assert torch.equal(sa["generator"], sb["generator"]) and sa["step"] == sb["step"]
+    a, b = (read_jsonl(tmp_path / r / "metrics.jsonl") for r in ("straight", "cut"))
+    assert len(a) == 6 and untimed(a) == untimed(b)  # 4 train rows, 2 validations
+
+
 def test_a_different_seed_gives_a_different_run(tmp_path):
     a = train(tiny("maml_trpo_nav2d", "train.iterations=2"), tmp_path / "a", test=False)
     b = train(tiny("maml_trpo_nav2d", "train.iterations=2", "seed=1"), tmp_path / "b", test=False)
@@ -171,7 +202,7 @@ def test_supervised_tasks_refuse_rl_models_and_algorithms():
 
 
 def test_shipped_configs_have_the_paper_settings():
-    cfgs = {p.stem: load_config(p) for p in sorted(RL.glob("*.toml"))}
+    cfgs = {p.stem: load_config(p) for p in sorted(RL.glob("*.toml")) if "_reduced" not in p.stem}
     assert set(cfgs) >= {f"maml_trpo_{e}" for e in ("cheetah_vel", "cheetah_dir", "ant_dir")}
     for name, cfg in cfgs.items():
         assert cfg.task.test_tasks == 40 and cfg.eval.inner_steps == 3, name
@@ -182,6 +213,39 @@ def test_shipped_configs_have_the_paper_settings():
         assert cfg.task.trajectories == (40 if cfg.task.family == "ant-dir" else 20), name
         if cfg.task.family.startswith("half-cheetah"):
             assert cfg.task.frame_skip == 1, name
+
+
+def _flat(cfg) -> dict:
+    out = {}
+    for section, values in dataclasses.asdict(cfg).items():
+        if isinstance(values, dict):
+            out.update({f"{section}.{k}": v for k, v in values.items()})
+        else:
+            out[section] = values
+    return out
+
+
+@pytest.mark.parametrize("family", ["ant_vel", "ant_dir"])
+def test_reduced_configs_state_every_reduction(family):
+    """A reduced config differs from the paper's only in what its header says it reduces."""
+    path = RL / f"maml_trpo_{family}_reduced.toml"
+    full, reduced = _flat(load_config(RL / f"maml_trpo_{family}.toml")), _flat(load_config(path))
+    changed = {k for k in full if full[k] != reduced[k]} - {"name"}
+    assert changed, "a reduced config reduces something"
+    assert changed <= {
+        "train.meta_batch_size",
+        "train.iterations",
+        "train.val_tasks",
+        "train.val_every",
+        "algorithm.fisher_tasks",
+        "task.trajectories",
+    }
+    header = "\n".join(line for line in path.read_text().splitlines() if line.startswith("#"))
+    shown = {None: "all"}
+    for key in changed:
+        was, now = (shown.get(v, v) for v in (full[key], reduced[key]))
+        assert f"{key} {was} -> {now}" in header, key
+    assert reduced["task.horizon"] == 200 and reduced["task.test_tasks"] == 40
 
 
 @pytest.mark.parametrize("config", ["maml_trpo_cheetah_vel", "maml_trpo_ant_dir"])

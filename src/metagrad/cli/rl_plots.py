@@ -49,14 +49,29 @@ def plot_rl_run(run_dir: Path, baselines: Sequence[Path] = ()) -> list[Path]:
     return written
 
 
-def _label(run: Path) -> str:
-    results = run / RESULTS_FILE
-    if results.exists():
-        report = json.loads(results.read_text())
-        if str(report.get("checkpoint", "")).startswith("untrained"):
-            return f"{report['name']} (random init)"
-        return f"{report['name']} ({report.get('algorithm', '?')})"
-    return run.name
+# Legend names of the figures' curves, by what a run is (not its internal run name).
+KINDS = {"maml_trpo": "MAML", "pretrained_rl": "pretrained (multi-task)"}
+RANDOM = "random initialisation"
+
+
+def _kind(report: dict) -> str:
+    """What a tested run is: "random initialisation" for an untrained policy, else its algorithm."""
+    if str(report.get("checkpoint", "")).startswith("untrained"):
+        return RANDOM
+    algorithm = str(report.get("algorithm", "?"))
+    return KINDS.get(algorithm, algorithm)
+
+
+def _labels(runs: Sequence[Path]) -> list[str]:
+    """Readable legend names ("MAML", "pretrained (multi-task)", "random initialisation"); the
+    run's name is added only where two runs would otherwise share one."""
+    kinds = []
+    for run in runs:
+        results = run / RESULTS_FILE
+        kinds.append(_kind(json.loads(results.read_text())) if results.exists() else run.name)
+    return [
+        f"{kind} ({run.name})" if kinds.count(kind) > 1 else kind for kind, run in zip(kinds, runs)
+    ]
 
 
 def _records(run: Path, split: str) -> list[dict]:
@@ -68,8 +83,9 @@ def return_vs_iteration(run_dir: Path, baselines: Sequence[Path] = ()) -> Path:
     """Return before / after adaptation against the meta-iteration."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(11, 4.2))
-    for i, run in enumerate([run_dir, *baselines]):
-        color, name = f"C{i}", _label(run)
+    runs = [run_dir, *baselines]
+    for i, (run, name) in enumerate(zip(runs, _labels(runs))):
+        color = f"C{i}"
         train = _records(run, "train")
         if not train:  # e.g. the test of an untrained policy: nothing was trained
             continue
@@ -107,7 +123,7 @@ def return_vs_steps(runs: Sequence[Path], family: str, out_dir: Path) -> Path:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     reports = [json.loads((run / RESULTS_FILE).read_text()) for run in runs]
-    for i, (run, report) in enumerate(zip(runs, reports)):
+    for i, (label, report) in enumerate(zip(_labels(runs), reports)):
         rows = report["steps"]
         ax.errorbar(
             [r["step"] for r in rows],
@@ -116,11 +132,11 @@ def return_vs_steps(runs: Sequence[Path], family: str, out_dir: Path) -> Path:
             marker="o",
             capsize=3,
             color=f"C{i}",
-            label=_label(run),
+            label=label,
         )
     if family in PAPER:
         paper, oracle = PAPER[family]
-        ax.plot(range(len(paper)), paper, "k--", alpha=0.5, label="MAML (paper)")
+        ax.plot(range(len(paper)), paper, "kx--", alpha=0.5, label="MAML (paper)")
         ax.axhline(oracle, color="k", ls=":", alpha=0.5, label="oracle (paper)")
     ax.set(xlabel="number of gradient steps", ylabel="average return", title=family)
     ax.set_xticks(range(max(len(report["steps"]) for report in reports)))
@@ -160,7 +176,7 @@ def trajectories(run_dir: Path, baselines: Sequence[Path] = ()) -> Path:
     plt = pyplot()
     runs = [r for r in [run_dir, *baselines] if (r / "config.toml").exists()]
     fig, axes = plt.subplots(1, len(runs), figsize=(4 * len(runs), 4), squeeze=False)
-    for ax, run in zip(axes[0], runs):
+    for ax, run, label in zip(axes[0], runs, _labels(runs)):
         goal, paths = adaptation_paths(run)
         for i, ((k, episodes), style) in enumerate(zip(paths.items(), (":", "--", "-"))):
             for e, path in enumerate(episodes):
@@ -168,7 +184,7 @@ def trajectories(run_dir: Path, baselines: Sequence[Path] = ()) -> Path:
                 ax.plot(path[:, 0], path[:, 1], style, color=f"C{i}", label=label, lw=1)
         ax.plot(*goal, "r*", ms=12, label="goal")
         ax.plot(0, 0, "ko", ms=4)
-        ax.set(xlim=(-0.6, 0.6), ylim=(-0.6, 0.6), aspect="equal", title=_label(run))
+        ax.set(xlim=(-0.6, 0.6), ylim=(-0.6, 0.6), aspect="equal", title=label)
         ax.legend(fontsize=7)
     fig.tight_layout()
     return save_figure(fig, plt, run_dir / "trajectories.png")

@@ -98,6 +98,7 @@ def trpo_update(
         config: hyper-parameters.
     """
     start = time.perf_counter()
+    train, valid = [b.packed() for b in train], valid.packed()  # skip the ended episodes' steps
     theta = {k: v.detach().requires_grad_() for k, v in theta.items()}
     adapted = adapt_policy(policy, theta, train, config.inner_lr, config.first_order)
     old = old_policy(policy, adapted, valid)

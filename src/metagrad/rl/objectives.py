@@ -47,6 +47,30 @@ class Batch:
     def select(self, index: slice) -> Batch:
         return Batch(self.obs[index], self.actions[index], self.advantages[index], self.mask[index])
 
+    def packed(self) -> Batch:
+        """The same steps with each task's valid ones first: ``[tasks, 1, n, ...]``.
+
+        ``n`` is the largest number of valid steps of a task; the losses (task means over the
+        mask) are unchanged, up to the order of their sums. Episodes that end early (the ant
+        falls) leave a third of the padded steps invalid; every pass of the TRPO step over the
+        batch then skips most of them. Without padding the batch is returned as it is.
+        """
+        tasks = self.mask.shape[0]
+        mask = self.mask.reshape(tasks, -1)  # [tasks, trajs * T]
+        counts = mask.sum(1)
+        n = int(counts.max())
+        if n == mask.shape[1]:
+            return self
+        # Valid steps first, in their order (a stable sort of the mask, descending).
+        index = torch.sort(mask, dim=1, descending=True, stable=True).indices[:, :n]
+
+        def gather(x: Tensor) -> Tensor:
+            flat = x.reshape(tasks, mask.shape[1], -1)
+            out = flat.gather(1, index.unsqueeze(-1).expand(-1, -1, flat.shape[-1]))
+            return out.reshape(tasks, 1, n, *x.shape[3:])
+
+        return Batch(gather(self.obs), gather(self.actions), gather(self.advantages), gather(mask))
+
 
 @dataclass(frozen=True)
 class OldPolicy:

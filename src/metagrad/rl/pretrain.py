@@ -40,6 +40,7 @@ def multitask_update(
         ``step_fraction``, ``accepted``, ``line_search_evaluations``, ``time``).
     """
     start = time.perf_counter()
+    batch = batch.packed()  # skip the ended episodes' steps
     theta = {k: v.detach().requires_grad_() for k, v in theta.items()}
     tasks = batch.obs.shape[0]
     old = old_policy(policy, per_task(policy, theta, tasks), batch)
