@@ -43,8 +43,6 @@ class ConvBlock(nn.Module):
         parameters -> ``[N, tasks*out_channels, H', W']``."""
         conv = self.conv
         z = kernels.grouped_conv2d(x, conv.weight, conv.bias, conv.stride[0], conv.padding[0])
-        if isinstance(self.norm, BatchNorm) and self.pool is None:
-            return self.norm.forward_grouped(z, relu=True)
         if isinstance(self.norm, BatchNorm):
             z = self.norm.forward_grouped(z)
         if self.pool is not None:

@@ -12,7 +12,6 @@ import torch
 from torch import Tensor, nn
 
 from metagrad.models import kernels
-from metagrad.models.batch_norm_relu import batch_norm_relu
 from metagrad.types import STATISTICS_MASK
 
 
@@ -33,9 +32,6 @@ class Conv2d(nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         return kernels.conv2d(x, self.weight, self.bias, self.stride[0], self.padding[0])
-
-
-FUSED_RELU = [True]  # BatchNorm + ReLU as one node in the grouped layout (False: two, measured)
 
 
 class BatchNorm(nn.Module):
@@ -76,16 +72,10 @@ class BatchNorm(nn.Module):
         per_task = self.weight is None or self.weight.dim() == 2
         return per_task and getattr(self, STATISTICS_MASK) is None and self.spatial_dims == 2
 
-    def forward_grouped(self, x: Tensor, relu: bool = False) -> Tensor:
+    def forward_grouped(self, x: Tensor) -> Tensor:
         """Every task at once in the grouped layout ``[N, tasks*C, H, W]`` (per-task weights
-        ``[tasks, C]``), see :func:`metagrad.models.kernels.grouped_batch_norm`; ``relu``:
-        followed by a ReLU, fused into one node with a hand-written double backward
-        (:mod:`metagrad.models.batch_norm_relu`) when the layer is affine."""
-        if relu and self.weight is not None and FUSED_RELU[0]:
-            w, b = self.weight.reshape(-1), self.bias.reshape(-1)
-            return batch_norm_relu(x, w, b, self.eps)
-        y = kernels.grouped_batch_norm(x, self.weight, self.bias, self.eps)
-        return torch.relu(y) if relu else y
+        ``[tasks, C]``), see :func:`metagrad.models.kernels.grouped_batch_norm`."""
+        return kernels.grouped_batch_norm(x, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, spatial_dims={self.spatial_dims}, transductive"
