@@ -192,3 +192,16 @@ def test_isolated_working_memory_runs_in_a_fresh_process():
         isolated_working_memory(
             MemoryJob("benchmarks.peers:build_one", {**kwargs, "name": "nope"}, setting)
         )
+
+
+def test_kernel_table_counts_every_layer_of_the_strided_conv4():
+    from benchmarks.kernel_table import rows
+
+    setting = SETTINGS["20w1s-q1"].replace(tasks=2, ways=3, size=16, filters=4)
+    table = rows(setting, repeats=1)
+    assert [r["kernel"].split(":")[0] for r in table] == [
+        f"{k} {i}" for i in range(1, 5) for k in ("conv", "BatchNorm + ReLU")
+    ]
+    convs = [r["flop"] for r in table[::2]]
+    assert all(f > 0 for f in convs) and convs[1] > convs[2] > convs[3]
+    assert all(r["flop"] == 0 and r["bytes"] > 0 for r in table[1::2])

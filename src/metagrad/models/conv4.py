@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metagrad.models.layers import Conv2d, Flatten, Linear, MaxPool2d, norm_layer
+from metagrad.models import kernels
+from metagrad.models.layers import BatchNorm, Conv2d, Flatten, Linear, MaxPool2d, norm_layer
 from metagrad.types import ExecutionPath
 
 
@@ -26,6 +28,26 @@ class ConvBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         z = self.norm(self.conv(x))  # [..., out_channels, H, W]
         return torch.relu(self.pool(z) if self.pool is not None else z)
+
+    def groupable(self) -> bool:
+        """Whether :meth:`forward_grouped` applies: per-task convolution weights and a
+        transductive BatchNorm without a statistics mask (or no normalisation)."""
+        norm = self.norm
+        ok_norm = isinstance(norm, nn.Identity) or (
+            isinstance(norm, BatchNorm) and norm.groupable()
+        )
+        return self.conv.weight.dim() == 5 and ok_norm
+
+    def forward_grouped(self, x: Tensor) -> Tensor:
+        """Every task at once in the grouped layout: ``[N, tasks*C, H, W]`` with per-task
+        parameters -> ``[N, tasks*out_channels, H', W']``."""
+        conv = self.conv
+        z = kernels.grouped_conv2d(x, conv.weight, conv.bias, conv.stride[0], conv.padding[0])
+        if isinstance(self.norm, BatchNorm):
+            z = self.norm.forward_grouped(z)
+        if self.pool is not None:
+            z = F.max_pool2d(z, 2)
+        return torch.relu(z)
 
 
 class Conv4(nn.Module):
@@ -91,7 +113,18 @@ class Conv4(nn.Module):
     head_name = "head"  # metagrad.types.HeadedModule: what ANIL adapts alone
 
     def embed(self, x: Tensor) -> Tensor:
-        """The features the head classifies: ``[..., C, H, W] -> [..., features]``."""
+        """The features the head classifies: ``[..., C, H, W] -> [..., features]``.
+
+        With per-task parameters and the grouped per-task convolution (the default kernel),
+        the blocks run in the grouped layout ``[N, tasks*C, H, W]`` from the input to the
+        features, so no layer transposes its activations.
+        """
+        if kernels.get_conv_impl() == "grouped" and all(b.groupable() for b in self.features):
+            h = kernels.to_grouped(x)  # [tasks, N, C, H, W] -> [N, tasks*C, H, W]
+            for block in self.features:
+                h = block.forward_grouped(h)
+            h = h.mean(dim=(-2, -1)) if self.head_kind == "mean" else h
+            return kernels.from_grouped(h, x.shape[0])  # [tasks, N, features]
         h = self.features(x)  # [..., filters, h, w]
         return h.mean(dim=(-2, -1)) if self.head_kind == "mean" else self.flatten(h)
 

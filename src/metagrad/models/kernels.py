@@ -7,7 +7,10 @@ the ordinary ``torch.nn.functional`` calls, so a model built on them runs unchan
 :func:`torch.func.functional_call`, per task or batched over tasks, without ``vmap``.
 
 The per-task convolution is swappable (``set_conv_impl``) because its best implementation
-depends on the backend and the shapes: see ``benchmarks/``.
+depends on the backend and the shapes: see ``benchmarks/``. A network may also keep its
+activations in the grouped layout ``[N, tasks*C, H, W]`` throughout (``to_grouped``,
+``grouped_conv2d``, ``grouped_batch_norm``, ``from_grouped``), as Conv4 does with the default
+``"grouped"`` kernel.
 """
 
 from __future__ import annotations
@@ -144,6 +147,77 @@ def batch_norm(
     scale = weight.reshape(shape) * inv_std
     shift = -mean * scale if bias is None else bias.reshape(shape) - mean * scale
     return torch.addcmul(shift, x, scale)
+
+
+def to_grouped(x: Tensor) -> Tensor:
+    """``[tasks, N, C, H, W] -> [N, tasks*C, H, W]``: the layout of the grouped convolution."""
+    t, n = x.shape[:2]
+    return x.transpose(0, 1).reshape(n, t * x.shape[2], *x.shape[3:])
+
+
+def from_grouped(x: Tensor, tasks: int) -> Tensor:
+    """``[N, tasks*F, ...] -> [tasks, N, F*...]``: features back in the task-major layout
+    (per task the order of ``flatten`` over ``[F, ...]``)."""
+    return x.reshape(x.shape[0], tasks, -1).transpose(0, 1)
+
+
+def grouped_conv2d(
+    x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, padding: int = 0
+) -> Tensor:
+    """Per-task convolution in the grouped layout, without the layout's copies.
+
+    Shapes: ``x [N, tasks*C, H, W]``, ``weight [tasks, out, C, kh, kw]``, ``bias [tasks, out]``
+    -> ``[N, tasks*out, H', W']`` (one group per task). A network that stays in this layout
+    (:func:`to_grouped` once at its input) skips the two layout copies per layer of
+    ``_conv_grouped`` (by itself within noise), and can normalise with
+    :func:`grouped_batch_norm` and run a 1-channel first layer as a matrix product (together
+    1.07-1.13x end to end in the MAML paper's settings, BENCHMARKS.md).
+    """
+    t, out_ch, c, kh, kw = weight.shape
+    if c * kh * kw <= BMM_MAX_PATCH:
+        return _grouped_conv_bmm(x, weight, bias, stride, padding)
+    wg = weight.reshape(t * out_ch, c, kh, kw)
+    bg = None if bias is None else bias.reshape(-1)
+    return F.conv2d(x, wg, bg, stride=stride, padding=padding, groups=t)
+
+
+# Patches of at most this many values (a 3x3 kernel on one input channel: Omniglot's first
+# layer) convolve as im2col + one batched matrix product: 2.8-2.9x faster than the grouped
+# convolution there, first and second order (16 tasks x 20 images, 28x28, one thread,
+# BENCHMARKS.md "Speed in the MAML paper's settings"); with 64 input channels 2-4.5x slower.
+BMM_MAX_PATCH = 9
+
+
+def _grouped_conv_bmm(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int):
+    # [N, T*C, H, W] -> columns [N, T, C*k*k, L]; [1, T, O, C*k*k] @ columns -> [N, T, O, L]
+    # is already the grouped layout's order (no permute of the output).
+    n, _, h, w = x.shape
+    t, out_ch, c, kh, kw = weight.shape
+    cols = F.unfold(x.reshape(n * t, c, h, w), (kh, kw), padding=padding, stride=stride)
+    oh = (h + 2 * padding - kh) // stride + 1
+    ow = (w + 2 * padding - kw) // stride + 1
+    y = torch.matmul(weight.reshape(1, t, out_ch, c * kh * kw), cols.view(n, t, -1, oh * ow))
+    if bias is not None:
+        y = y + bias.reshape(1, t, out_ch, 1)
+    return y.reshape(n, t * out_ch, oh, ow)
+
+
+def grouped_batch_norm(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float = 1e-5
+) -> Tensor:
+    """Per-task batch-statistics BatchNorm in the grouped layout: PyTorch's fused kernel.
+
+    In ``x [N, tasks*C, H, W]`` each channel of each task is one channel, so per-task
+    statistics over ``(N, H, W)`` are ordinary BatchNorm statistics over ``tasks*C`` channels;
+    ``weight``/``bias`` ``[tasks, C]`` flatten to ``[tasks*C]`` in the same order. The fused
+    kernel's first and second derivatives are native (exact: no ``vmap`` involved). As fast
+    as ``var_mean`` and a multiply-add in this layout (measured, second order), and the per-task
+    loop's kernel, so float32 meta-gradients stay closer to the loop's (6e-5 against 6e-2
+    relative in 20-way 1-shot with five second-order steps).
+    """
+    w = None if weight is None else weight.reshape(-1)
+    b = None if bias is None else bias.reshape(-1)
+    return F.batch_norm(x, None, None, w, b, training=True, eps=eps)
 
 
 def max_pool2d(x: Tensor, kernel_size: int, stride: int | None = None, padding: int = 0):

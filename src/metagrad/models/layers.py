@@ -67,6 +67,16 @@ class BatchNorm(nn.Module):
         mask = getattr(self, STATISTICS_MASK)
         return kernels.batch_norm(x, self.weight, self.bias, self.spatial_dims, self.eps, mask)
 
+    def groupable(self) -> bool:
+        """Whether :meth:`forward_grouped` applies: per-task (or no) affine weights, no mask."""
+        per_task = self.weight is None or self.weight.dim() == 2
+        return per_task and getattr(self, STATISTICS_MASK) is None and self.spatial_dims == 2
+
+    def forward_grouped(self, x: Tensor) -> Tensor:
+        """Every task at once in the grouped layout ``[N, tasks*C, H, W]`` (per-task weights
+        ``[tasks, C]``), see :func:`metagrad.models.kernels.grouped_batch_norm`."""
+        return kernels.grouped_batch_norm(x, self.weight, self.bias, self.eps)
+
     def extra_repr(self) -> str:
         return f"{self.num_features}, spatial_dims={self.spatial_dims}, transductive"
 
