@@ -4,7 +4,6 @@ continues it. Every clock is injected: no test depends on how fast this machine 
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,22 +15,11 @@ from metagrad.train.checkpoint import load_checkpoint
 from metagrad.train.clock import Elapsed, RunClock
 from metagrad.train.io import read_jsonl
 from metagrad.train.trainer import resume_run, train
-
-ROOT = Path(__file__).resolve().parents[2]
-TINY = [
-    "train.iterations=20",
-    "train.val_every=10",
-    "train.val_tasks=10",
-    "train.log_every=5",
-    "train.checkpoint_every=5",
-    "eval.tasks=12",
-    "eval.inner_steps=3",
-]
+from sinusoid_runs import SINE, TINY
 
 
 def tiny(*extra: str):
-    config = ROOT / "configs" / "sinusoid" / "maml_10shot.toml"
-    return load_config(config, [*TINY, "train.budget_clock=cpu", *extra])
+    return load_config(SINE, [*TINY, "train.budget_clock=cpu", *extra])
 
 
 @pytest.fixture

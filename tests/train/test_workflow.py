@@ -17,18 +17,9 @@ from metagrad.config import load_config
 from metagrad.train.checkpoint import load_checkpoint
 from metagrad.train.io import read_jsonl
 from metagrad.train.trainer import read_step, resume_run, train
+from sinusoid_runs import SINE, TINY
 
 ROOT = Path(__file__).resolve().parents[2]
-SINE = ROOT / "configs" / "sinusoid" / "maml_10shot.toml"
-TINY = [
-    "train.iterations=20",
-    "train.val_every=10",
-    "train.val_tasks=10",
-    "train.log_every=5",
-    "train.checkpoint_every=5",
-    "eval.tasks=12",
-    "eval.inner_steps=3",
-]
 
 
 def tiny(name="maml_10shot", *extra):
