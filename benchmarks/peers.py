@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import importlib.util
+import re
 
 import torch
 from torch import Tensor, nn
@@ -242,9 +243,16 @@ PEERS = {
 }
 
 
-def metagrad_variants(setting: Setting) -> list[tuple[str, str, str | None, dict]]:
+# A vectorised path in chunks of N tasks, e.g. "metagrad-vec-grouped-c4": built only when named
+# exactly (a chunk sweep for the memory goal), never by a wildcard.
+CHUNKED = re.compile(r"metagrad-vec-(\w+)-c(\d+)")
+
+
+def metagrad_variants(
+    setting: Setting, patterns: list[str] | None = None
+) -> list[tuple[str, str, str | None, dict]]:
     """``(name, path, conv, MAML options)`` of every metagrad variant of a training setting;
-    conv kernels read from CONV_IMPLS now."""
+    conv kernels read from CONV_IMPLS now; chunked variants only as named in ``patterns``."""
     variants: list[tuple[str, str, str | None, dict]] = [("metagrad-loop", "loop", None, {})]
     if setting.recompute:
         variants.append(("metagrad-loop-recompute", "loop", None, {"recompute_inner": True}))
@@ -254,6 +262,9 @@ def metagrad_variants(setting: Setting) -> list[tuple[str, str, str | None, dict
         variants += [(f"metagrad-vec-{c}", "vectorized", c, {}) for c in kernels.CONV_IMPLS]
     else:
         variants.append(("metagrad-vec", "vectorized", None, {}))
+    for pattern in patterns or ():
+        if (m := CHUNKED.fullmatch(pattern)) and m[1] in kernels.CONV_IMPLS:
+            variants.append((pattern, "vectorized", m[1], {"chunk_size": int(m[2])}))
     return [*variants, ("metagrad-auto", "auto", None, {})]
 
 
@@ -283,7 +294,7 @@ def build_implementations(
         return build_episodes(setting, pool, reference, patterns)
     impls: list[Implementation] = []
     skipped: dict[str, str] = {}
-    for name, path, conv, options in metagrad_variants(setting):
+    for name, path, conv, options in metagrad_variants(setting, patterns):
         if name == "metagrad-loop" or selected(name, patterns):
             model = copy.deepcopy(reference)
             impls.append(MetagradImpl(name, model, setting, path, conv, **options))

@@ -176,6 +176,19 @@ def test_compare_reports_the_plan_auto_picked(monkeypatch):
     assert [t["path"] for t in decision["trials"]] == ["loop", "vectorized"]
 
 
+def test_chunked_variants_only_when_named_and_equal_to_the_loop():
+    """``metagrad-vec-grouped-c2`` runs the vectorised path in chunks of 2 tasks (the memory
+    sweep); a wildcard never builds chunked variants, so a default run times none of them."""
+    impls, _ = build(TINY, "stride", ["metagrad-vec-*"])
+    assert not any("-c" in name.removeprefix("metagrad-vec-") for name in impls)
+    impls, _ = build(TINY, "stride", ["metagrad-vec-grouped-c2"])
+    assert set(impls) == {"metagrad-loop", "metagrad-vec-grouped-c2"}
+    chunked = impls["metagrad-vec-grouped-c2"]
+    assert chunked.maml.chunk_size == 2 and chunked.conv == "grouped"
+    checks = check_gradients(grad_fns(impls, make_batch(TINY)), "metagrad-loop", 1e-4)
+    assert all(check.ok for check in checks.values()), checks
+
+
 def test_working_memory_sees_an_allocation():
     used, how = working_memory(lambda: torch.ones(16 * 2**20).sum())  # 64 MB
     assert used >= 48 * 2**20, (used, how)
