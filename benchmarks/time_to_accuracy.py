@@ -1,7 +1,7 @@
 """Time to a validation accuracy on real Omniglot: metagrad against the peers, measured.
 
     python benchmarks/time_to_accuracy.py --root ../shared/data/omniglot --target 0.98 \\
-        --impls 'metagrad-vec-grouped,l2l' --max-iters 8000 --out tta.json
+        --impls 'metagrad-auto,l2l' --max-iters 8000 --out tta.json --figure tta.png
 
 Every implementation trains the MAML paper's Omniglot 5-way 1-shot setting (strided Conv4,
 1 query per class, meta-batch 32, inner step 0.4, Adam 1e-3, metagrad with the config's
@@ -53,7 +53,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the JSON record here")
+    p.add_argument("--figure", default=None, help="draw validation against training minutes")
+    p.add_argument("--from-json", default=None, help="draw --figure from a kept --out record")
     return p.parse_args(argv)
+
+
+def plot(report: dict, path: str | Path) -> None:
+    """Validation accuracy against training minutes, one line per implementation, the target
+    dashed and each implementation's first point at it marked (matplotlib: the plot extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for run in report["runs"]:
+        minutes = [p["train_seconds"] / 60 for p in run["curve"]]
+        accuracy = [100 * p["accuracy"] for p in run["curve"]]
+        (line,) = ax.plot(minutes, accuracy, marker="o", ms=3, label=run["name"])
+        if run["reached"]:
+            at = run["reached"]
+            ax.plot(at["train_seconds"] / 60, 100 * at["accuracy"], "*", ms=12, c=line.get_color())
+    ax.axhline(100 * report["target"], ls="--", c="grey", lw=1, label=f"{report['target']:.0%}")
+    ax.set(xlabel="training minutes (validation not counted)", ylabel="validation accuracy (%)")
+    ax.set_title(f"Omniglot 5-way 1-shot, MAML, {report['threads']} thread(s)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def load_weights(impl: Implementation, exp: Experiment) -> None:
@@ -98,6 +126,11 @@ def train_until(
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.from_json:
+        report = json.loads(Path(args.from_json).read_text())
+        if args.figure:
+            plot(report, args.figure)
+        return report
     keep_freed_memory()
     torch.set_num_threads(args.threads)
     cfg = load_config(
@@ -134,6 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
+    if args.figure:
+        plot(report, args.figure)
     return report
 
 

@@ -32,3 +32,6 @@ def test_the_first_runs_until_the_target_and_the_others_as_many_iterations(tmp_p
     assert all(r["iterations"] == 1 for r in easy["runs"])
     hard = main([*common, "--target", "1.01", "--max-iters", "2"])
     assert all(r["reached"] is None and len(r["curve"]) == 2 for r in hard["runs"])
+    figure = tmp_path / "tta.png"
+    main(["--root", "unused", "--from-json", str(tmp_path / "r.json"), "--figure", str(figure)])
+    assert figure.read_bytes().startswith(b"\x89PNG")
