@@ -7,13 +7,15 @@ Usage::
     python benchmarks/compare.py --settings b105,test-5w1s --quick --size 16 --widths 4,8,8,8
     python benchmarks/compare.py --settings 5w1s-q1,20w1s-q1,5w5s-q5   # the MAML paper's own
 
-Per (setting, model): every implementation's meta-gradient after one iteration from the same
-weights (test episodes: its query predictions) is checked against metagrad's loop, whose FLOPs
-are counted during that check; then all are timed interleaved; then the working memory of one
-more iteration of each is measured. ``metagrad-auto`` measures the paths in its first step
-(the check): the report names the plan it picked, the JSON keeps what it measured (its memory
-is measured in a process of its own, which measures again and may pick otherwise under
-load). Prints a Markdown report and writes the JSON record to ``--out``.
+Per (setting, model): every implementation's meta-gradient from the same weights is checked
+against metagrad's loop in float64 (fresh copies of every implementation, ``--exact-tol``), and
+its float32 meta-gradient is measured against that float64 one (the float32 error column:
+rounding, not correctness; test episodes: the float32 query predictions against the loop's);
+the loop's FLOPs are counted during that check; then all are timed interleaved; then the
+working memory of one more iteration of each is measured. ``metagrad-auto`` measures the
+paths in its first step (the check): the report names the plan it picked, the JSON keeps what
+it measured (its memory is measured in a process of its own, which measures again and may pick
+otherwise under load). Prints a Markdown report and writes the JSON record to ``--out``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ if __package__ in (None, ""):  # run as a script: import ``benchmarks`` from the
     sys.path[0] = str(Path(__file__).resolve().parents[1])  # not its modules as top-level ones
 
 import torch
+from torch import nn
 
 from benchmarks import measure, report
 from benchmarks.memory import MemoryJob, isolated_working_memory
@@ -41,6 +44,7 @@ from benchmarks.settings import (
     select_settings,
     wanted,
 )
+from metagrad.types import TaskBatch
 
 REFERENCE = "metagrad-loop"
 
@@ -69,7 +73,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--grad-tol",
         type=float,
         default=1e-4,
-        help="relative tolerance of the meta-gradient (test episodes: of the predictions)",
+        help="relative tolerance of the test episodes' float32 predictions",
+    )
+    p.add_argument(
+        "--exact-tol",
+        type=float,
+        default=1e-8,
+        help="relative tolerance of the float64 meta-gradients against metagrad's loop",
     )
     p.add_argument("--matmul-size", type=int, default=4096, help="n of the ceiling matmul")
     p.add_argument("--no-memory", action="store_true", help="skip the working-memory pass")
@@ -99,13 +109,24 @@ def run_one(
     by_name: dict[str, Implementation] = {i.name: i for i in impls}
     ref, flops = measure.with_flops(lambda: by_name[REFERENCE].outputs(batch))
     test = setting.mode == "test"
-    checks = measure.check_gradients(
-        {n: (lambda i=i: i.outputs(batch)) for n, i in by_name.items()},
-        REFERENCE,
-        args.grad_tol,
-        compare=measure.compare_predictions if test else measure.compare_grads,
-        ref=ref,
-    )
+    float32_error: dict[str, float] = {}
+    if test:
+        checks = measure.check_gradients(
+            {n: (lambda i=i: i.outputs(batch)) for n, i in by_name.items()},
+            REFERENCE,
+            args.grad_tol,
+            compare=measure.compare_predictions,
+            ref=ref,
+        )
+    else:  # float32 once each (it warms up, and "auto" measures), then exact in float64
+        outputs = {n: ref if n == REFERENCE else i.outputs(batch) for n, i in by_name.items()}
+        exact = exact_meta_gradients(setting, pool, reference, patterns, batch)
+        checks = measure.check_gradients(
+            {n: (lambda n=n: exact[n]) for n in by_name}, REFERENCE, args.exact_tol
+        )
+        for n, out in outputs.items():
+            truth = exact[REFERENCE]
+            float32_error[n] = measure.compare_grads(out, truth, float("inf")).worst_rel
     checked = "predictions" if test else "meta-gradient"
     picked = _auto_picks(by_name)  # the checks ran a first step: "auto" has measured
     timings = measure.time_interleaved(
@@ -121,6 +142,7 @@ def run_one(
     for name, impl in by_name.items():
         r = measure.summarize(timings[name], setting.tasks, flops, ceiling)
         r.update(family=impl.family, detail=impl.detail, grad=vars(checks[name]))
+        r["float32_error"] = float32_error.get(name)
         if name in picked:
             r["detail"] += f", picked {picked[name][0]['label']}"
             r["auto_decisions"] = picked[name]
@@ -155,6 +177,31 @@ def run_one(
         "ratios": ratios,
     }
     return run, warnings
+
+
+def exact_meta_gradients(
+    setting: Setting, pool: str, reference: nn.Module, patterns: list[str] | None, batch
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Every implementation's meta-gradient in float64: fresh implementations from the same
+    weights, their models and the batch converted, so the timed ones keep their float32 state.
+
+    Float32 meta-gradients cannot decide correctness here: in the MAML paper's 5-way 5-shot
+    setting (32 tasks) PyTorch's BatchNorm gives the first convolution's meta-gradient with a
+    1.9e-3 relative error against float64, while a correct implementation with other rounding
+    (metagrad's folded first block) is within 5e-7 of it.
+    """
+    impls, _ = build_implementations(setting, pool, reference, patterns)
+    batch64 = TaskBatch(
+        *(
+            t.double() if t.is_floating_point() else t
+            for t in (batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+        )
+    )
+    exact = {}
+    for impl in impls:
+        impl.model.double()  # in place: every wrapper keeps its parameters
+        exact[impl.name] = impl.outputs(batch64)
+    return exact
 
 
 def _auto_picks(impls: dict[str, Implementation]) -> dict[str, list[dict]]:

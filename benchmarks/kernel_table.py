@@ -28,7 +28,7 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.settings import add_override_args, overridden, select_settings
-from metagrad.models import kernels
+from metagrad.models import fold, kernels
 
 
 class _Bytes(TorchDispatchMode):
@@ -70,10 +70,19 @@ def _layers(setting):
         def conv(x, w):
             return kernels.grouped_conv2d(x, w, None, 2, 1)
 
-        yield f"conv {i + 1}: {channels}->{f}, {size}->{out}", conv, x, [w]
-        z = torch.randn(n, t * f, out, out, requires_grad=True)
         g = torch.rand(t, f).add(0.5).requires_grad_()
         b = torch.randn(t, f, requires_grad=True)
+        if fold.foldable(w):  # as Conv4 runs it: one folded kernel (metagrad.models.fold)
+
+            def folded(x, w, g, b):
+                return torch.relu(fold.conv_batch_norm(x, w, None, g, b, 2, 1))
+
+            name = f"conv {i + 1} + BatchNorm + ReLU, folded: {channels}->{f}, {size}->{out}"
+            yield name, folded, x, [w, g, b]
+            size, channels = out, f
+            continue
+        yield f"conv {i + 1}: {channels}->{f}, {size}->{out}", conv, x, [w]
+        z = torch.randn(n, t * f, out, out, requires_grad=True)
 
         def norm_relu(z, g, b):
             return torch.relu(kernels.grouped_batch_norm(z, g, b))

@@ -93,17 +93,18 @@ def _flops(n: int) -> str:
 def run_table(run: dict) -> str:
     """The Markdown section of one (setting, model) run: results and speed-ups."""
     test = run.get("mode") == "test"
-    unit, checked = ("episode", "pred") if test else ("meta-iteration", "grad")
+    unit, checked = ("episode", "pred") if test else ("meta-iteration", "float64 grad")
     title = (
         f"### {run['setting']} / {POOL_NAMES.get(run['model'], run['model'])}\n\n"
         f"{run['description']}; meta-batch {run['tasks']}; "
         f"{_flops(run['flops'])} per {unit} (reference loop, "
         "counted once, used for every implementation).\n"
     )
-    rule = "| --- | " + "--- | " * 8
+    rule = "| --- | " + "--- | " * 9
     head = (
         f"| implementation | s / {'episode' if test else 'iter'} | tasks/s | GFLOP/s "
-        f"| % of matmul | working MB | {checked} rel. err | {checked}s | detail |\n{rule}"
+        f"| % of matmul | working MB | {checked} rel. err | {checked}s "
+        f"| float32 err vs float64 | detail |\n{rule}"
     )
     rows = []
     for name, r in run["impls"].items():
@@ -114,10 +115,11 @@ def run_table(run: dict) -> str:
         rows.append(
             f"| {name} | {r['median_s']:.4g}{busy} | {r['tasks_per_s']:.4g} | {r['gflops']:.3g} "
             f"| {100 * r['ceiling_fraction']:.3g} | {_fmt(mem and mem / 2**20, '.4g')} "
-            f"| {_fmt(grad.get('worst_rel'), '.1e')} | {flag} | {r['detail']} |"
+            f"| {_fmt(grad.get('worst_rel'), '.1e')} | {flag} "
+            f"| {_fmt(r.get('float32_error'), '.1e')} | {r['detail']} |"
         )
     for name, why in run["skipped"].items():
-        rows.append(f"| {name} | skipped | | | | | | | {why} |")
+        rows.append(f"| {name} | skipped | | | | | | | | {why} |")
     parts = [title, head.rstrip(), *rows]
     peers = [n for n, r in run["impls"].items() if r["family"] == "peer"]
     if peers:

@@ -189,6 +189,20 @@ def test_chunked_variants_only_when_named_and_equal_to_the_loop():
     assert all(check.ok for check in checks.values()), checks
 
 
+def test_exact_meta_gradients_are_float64_and_leave_the_timed_models_alone():
+    """compare.py decides correctness in float64, on fresh copies of every implementation."""
+    from benchmarks.compare import exact_meta_gradients
+
+    reference = metagrad_model(TINY, "stride", seed=0)
+    patterns = ["metagrad-vec-grouped", "l2l"] if l2l_available() else ["metagrad-vec-grouped"]
+    exact = exact_meta_gradients(TINY, "stride", reference, patterns, make_batch(TINY))
+    assert {"metagrad-loop", "metagrad-vec-grouped"} <= set(exact)
+    assert all(g.dtype == torch.float64 for grads in exact.values() for g in grads.values())
+    assert next(reference.parameters()).dtype == torch.float32
+    checks = check_gradients({n: (lambda n=n: exact[n]) for n in exact}, "metagrad-loop", 1e-10)
+    assert all(c.ok for c in checks.values()), checks
+
+
 def test_working_memory_sees_an_allocation():
     used, how = working_memory(lambda: torch.ones(16 * 2**20).sum())  # 64 MB
     assert used >= 48 * 2**20, (used, how)
@@ -212,9 +226,11 @@ def test_kernel_table_counts_every_layer_of_the_strided_conv4():
 
     setting = SETTINGS["20w1s-q1"].replace(tasks=2, ways=3, size=16, filters=4)
     table = rows(setting, repeats=1)
+    # The 1-channel first block runs folded (metagrad.models.fold): one kernel, as Conv4 runs it.
     assert [r["kernel"].split(":")[0] for r in table] == [
-        f"{k} {i}" for i in range(1, 5) for k in ("conv", "BatchNorm + ReLU")
+        "conv 1 + BatchNorm + ReLU, folded",
+        *(f"{k} {i}" for i in range(2, 5) for k in ("conv", "BatchNorm + ReLU")),
     ]
-    convs = [r["flop"] for r in table[::2]]
+    convs = [r["flop"] for r in [table[0], *table[1::2]]]
     assert all(f > 0 for f in convs) and convs[1] > convs[2] > convs[3]
-    assert all(r["flop"] == 0 and r["bytes"] > 0 for r in table[1::2])
+    assert all(r["flop"] == 0 and r["bytes"] > 0 for r in table[2::2])

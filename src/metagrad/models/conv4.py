@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metagrad.models import kernels
+from metagrad.models import fold, kernels
 from metagrad.models.layers import BatchNorm, Conv2d, Flatten, Linear, MaxPool2d, norm_layer
-from metagrad.types import ExecutionPath
+from metagrad.types import STATISTICS_MASK, ExecutionPath
 
 
 class ConvBlock(nn.Module):
@@ -26,8 +26,34 @@ class ConvBlock(nn.Module):
         self.pool = MaxPool2d(2) if pool == "max" else None
 
     def forward(self, x: Tensor) -> Tensor:
-        z = self.norm(self.conv(x))  # [..., out_channels, H, W]
+        if self.folds() and x.dim() == 4 and self.conv.weight.dim() == 4:  # one task's batch
+            z = self._conv_batch_norm(x)  # [N, out_channels, H, W]
+        else:
+            z = self.norm(self.conv(x))  # [..., out_channels, H, W]
         return torch.relu(self.pool(z) if self.pool is not None else z)
+
+    def folds(self) -> bool:
+        """Whether convolution and BatchNorm run folded (:mod:`metagrad.models.fold`): a
+        few-channel input (Omniglot's first block) and batch statistics of the whole batch."""
+        norm = self.norm
+        return (
+            isinstance(norm, BatchNorm)
+            and getattr(norm, STATISTICS_MASK) is None
+            and fold.foldable(self.conv.weight)
+        )
+
+    def _conv_batch_norm(self, x: Tensor) -> Tensor:
+        conv, norm = self.conv, self.norm
+        return fold.conv_batch_norm(
+            x,
+            conv.weight,
+            conv.bias,
+            norm.weight,
+            norm.bias,
+            conv.stride[0],
+            conv.padding[0],
+            norm.eps,
+        )
 
     def groupable(self) -> bool:
         """Whether :meth:`forward_grouped` applies: per-task convolution weights and a
@@ -42,9 +68,12 @@ class ConvBlock(nn.Module):
         """Every task at once in the grouped layout: ``[N, tasks*C, H, W]`` with per-task
         parameters -> ``[N, tasks*out_channels, H', W']``."""
         conv = self.conv
-        z = kernels.grouped_conv2d(x, conv.weight, conv.bias, conv.stride[0], conv.padding[0])
-        if isinstance(self.norm, BatchNorm):
-            z = self.norm.forward_grouped(z)
+        if self.folds():
+            z = self._conv_batch_norm(x)
+        else:
+            z = kernels.grouped_conv2d(x, conv.weight, conv.bias, conv.stride[0], conv.padding[0])
+            if isinstance(self.norm, BatchNorm):
+                z = self.norm.forward_grouped(z)
         if self.pool is not None:
             z = F.max_pool2d(z, 2)
         return torch.relu(z)
