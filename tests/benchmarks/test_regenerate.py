@@ -74,6 +74,7 @@ def test_only_the_block_is_rewritten(tmp_path):
     assert "old numbers" not in text and "**2.00x (torchopt)**" in text
     main(["--from-json", str(kept), "--page", str(page)])  # again: the same page
     assert page.read_text() == text
+    assert page.stat().st_mode & 0o777 == 0o644  # the page's own mode, not mkstemp's 0600
 
 
 def test_a_page_without_markers_is_refused_with_the_fix():
