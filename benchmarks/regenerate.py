@@ -1,6 +1,6 @@
 """Regenerate BENCHMARKS.md's measured block on the MAML paper's Omniglot settings, in one command.
 
-    python benchmarks/regenerate.py                      # measure (quiet machine, ~15 min), rewrite
+    python benchmarks/regenerate.py                      # measure (quiet machine, ~20 min), rewrite
     python benchmarks/regenerate.py --record run.json    # also keep the JSON record
     python benchmarks/regenerate.py --from-json run.json # rewrite from a kept record, no measuring
 
