@@ -124,8 +124,8 @@ def run_one(
         checks = measure.check_gradients(
             {n: (lambda n=n: exact[n]) for n in by_name}, REFERENCE, args.exact_tol
         )
+        truth = exact[REFERENCE]
         for n, out in outputs.items():
-            truth = exact[REFERENCE]
             float32_error[n] = measure.compare_grads(out, truth, float("inf")).worst_rel
     checked = "predictions" if test else "meta-gradient"
     picked = _auto_picks(by_name)  # the checks ran a first step: "auto" has measured

@@ -4,7 +4,6 @@ measuring, and invisible in what the run computes (an injected clock and memory 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,9 +14,8 @@ from metagrad.config import load_config
 from metagrad.errors import UsageError
 from metagrad.train.checkpoint import load_checkpoint
 from metagrad.train.trainer import resume_run, resumed_config, train
+from sinusoid_runs import SINE
 
-ROOT = Path(__file__).resolve().parents[2]
-SINE = ROOT / "configs" / "sinusoid" / "maml_10shot.toml"
 TINY = [
     "train.iterations=6",
     "train.val_every=0",

@@ -29,10 +29,9 @@ to a negative variance).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from metagrad.models.kernels import BMM_MAX_PATCH
+from metagrad.models.kernels import BMM_MAX_PATCH, grouped_patches
 
 
 def foldable(weight: Tensor) -> bool:
@@ -64,12 +63,9 @@ def conv_batch_norm(
         weight, bias, bn_weight, bn_bias = (
             None if p is None else p.unsqueeze(0) for p in (weight, bias, bn_weight, bn_bias)
         )
-    n, _, h, w = x.shape
-    t, out, c, kh, kw = weight.shape
-    patch = c * kh * kw
-    oh, ow = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
-    cols = F.unfold(x.reshape(n * t, c, h, w), (kh, kw), padding=padding, stride=stride)
-    cols = cols.view(n, t, patch, oh * ow)  # [N, T, P, L]
+    t, out = weight.shape[:2]
+    cols, (oh, ow) = grouped_patches(x, weight, stride, padding)  # [N, T, P, L]
+    patch = cols.shape[2]
     wf = weight.reshape(t, out, patch)  # [T, O, P]
     with torch.autocast(x.device.type, enabled=False):
         mean_p = cols.mean(dim=(0, 3))  # [T, P]
@@ -87,4 +83,4 @@ def conv_batch_norm(
             shift = shift + bn_bias
     y = torch.matmul((wf * scale[..., None]).unsqueeze(0), cols)  # [N, T, O, L]
     y = y + shift.reshape(1, t, out, 1)
-    return y.reshape(n, t * out, oh, ow)
+    return y.reshape(x.shape[0], t * out, oh, ow)

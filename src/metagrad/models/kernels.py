@@ -188,18 +188,28 @@ def grouped_conv2d(
 BMM_MAX_PATCH = 9
 
 
-def _grouped_conv_bmm(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int):
-    # [N, T*C, H, W] -> columns [N, T, C*k*k, L]; [1, T, O, C*k*k] @ columns -> [N, T, O, L]
-    # is already the grouped layout's order (no permute of the output).
+def grouped_patches(
+    x: Tensor, weight: Tensor, stride: int, padding: int
+) -> tuple[Tensor, tuple[int, int]]:
+    """im2col in the grouped layout: ``x [N, T*C, H, W]`` and ``weight [T, O, C, kh, kw]`` ->
+    the patch columns ``[N, T, C*kh*kw, H'*W']`` and the output size ``(H', W')``."""
     n, _, h, w = x.shape
-    t, out_ch, c, kh, kw = weight.shape
+    t, _, c, kh, kw = weight.shape
     cols = F.unfold(x.reshape(n * t, c, h, w), (kh, kw), padding=padding, stride=stride)
     oh = (h + 2 * padding - kh) // stride + 1
     ow = (w + 2 * padding - kw) // stride + 1
-    y = torch.matmul(weight.reshape(1, t, out_ch, c * kh * kw), cols.view(n, t, -1, oh * ow))
+    return cols.view(n, t, c * kh * kw, oh * ow), (oh, ow)
+
+
+def _grouped_conv_bmm(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int):
+    # columns [N, T, C*k*k, L]; [1, T, O, C*k*k] @ columns -> [N, T, O, L] is already the
+    # grouped layout's order (no permute of the output).
+    t, out_ch = weight.shape[:2]
+    cols, (oh, ow) = grouped_patches(x, weight, stride, padding)
+    y = torch.matmul(weight.reshape(1, t, out_ch, -1), cols)
     if bias is not None:
         y = y + bias.reshape(1, t, out_ch, 1)
-    return y.reshape(n, t * out_ch, oh, ow)
+    return y.reshape(x.shape[0], t * out_ch, oh, ow)
 
 
 def grouped_batch_norm(
