@@ -17,7 +17,7 @@ from torch import nn
 from algorithms.test_maml_reference import conv4_by_hand, mlp_by_hand
 from conftest import assert_rel_close, global_norm, image_batch, regression_batch
 from metagrad import MAML
-from metagrad.algorithms.head import head_only
+from metagrad.algorithms.head_only import head_only
 from metagrad.algorithms.mamlpp import msl_weights
 from metagrad.models import MLP, Conv4
 

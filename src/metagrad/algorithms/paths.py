@@ -23,7 +23,7 @@ evaluation never branch on the path.
 
 When the inner loop adapts exactly the head of a :class:`~metagrad.types.HeadedModule` (ANIL),
 :meth:`~TaskExecutor.adapt_all` computes the body's features of each support set once and runs
-every step on the head alone (:mod:`metagrad.algorithms.head`); any other selection runs the
+every step on the head alone (:mod:`metagrad.algorithms.head_only`); any other selection runs the
 whole model at every step.
 """
 
@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from metagrad.algorithms.head import embed_all, head_only, renamed, under
+from metagrad.algorithms.head_only import embed_all, head_only, renamed, under
 from metagrad.checks import UNUSED, check_loss_value, loss_shape_problem
 from metagrad.errors import UsageError
 from metagrad.functional.inner import InnerLoop, prepare, run_inner, trajectory
@@ -207,7 +207,8 @@ class TaskExecutor:
         stream: bool = False,
     ):
         """:meth:`adapt_all` (or, ``stream``, :meth:`trajectory_all`) of the head alone on the
-        body's features of every support set, computed once (:mod:`metagrad.algorithms.head`)."""
+        body's features of every support set, computed once
+        (:mod:`metagrad.algorithms.head_only`)."""
         name = self.model.head_name
         prefix = name + "."
         body = {k: v for k, v in params.items() if not k.startswith(prefix)}

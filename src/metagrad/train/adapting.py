@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from metagrad.algorithms.heads import HeadInit
+from metagrad.algorithms.head_init import HeadInit
 from metagrad.data.image_folders import query_files, read_image, support_classes
 from metagrad.errors import UsageError
 from metagrad.train.adapted import Adapted

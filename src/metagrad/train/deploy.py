@@ -9,7 +9,7 @@ shipped in the package (:data:`~metagrad.train.pretrained.PRETRAINED`).
 
 ``learner.adapt(images, labels)`` adapts to a new task of any number of classes with the run's
 test-time inner loop (steps, step sizes, optimiser, mini-batches) from a head initialised per
-task (:mod:`metagrad.algorithms.heads`); ``metagrad.meta_test(learner, tasks)`` scores many
+task (:mod:`metagrad.algorithms.head_init`); ``metagrad.meta_test(learner, tasks)`` scores many
 tasks as ``metagrad test`` does, in a user's own loop.
 """
 
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metagrad.algorithms import InnerLoop, MetaLearner
-from metagrad.algorithms.heads import HeadInit, default_head, with_head
+from metagrad.algorithms.head_init import HeadInit, default_head, with_head
 from metagrad.algorithms.normalization import BatchNormMode, check_mode
 from metagrad.algorithms.paths import TaskExecutor
 from metagrad.algorithms.reptile import minibatch_schedule
@@ -99,9 +99,9 @@ class Learner:
             labels: one per example: class names or numbers (classification; the head's units
                 are the distinct labels in sorted order), or target tensors (regression).
             inner_steps: gradient steps (None: the run's test steps, at its test step size).
-            head: how the head starts (:data:`metagrad.algorithms.heads.HEADS`); None: the
+            head: how the head starts (:data:`metagrad.algorithms.head_init.HEADS`); None: the
                 meta-learned head when the classes are as many as its units, else the
-                prototypes (:func:`~metagrad.algorithms.heads.default_head`, measured);
+                prototypes (:func:`~metagrad.algorithms.head_init.default_head`, measured);
                 ``"trained"`` for regression.
             batch_norm: the BatchNorm mode the adapted model predicts with.
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from metagrad.algorithms.heads import HeadInit, with_head
+from metagrad.algorithms.head_init import HeadInit, with_head
 from metagrad.algorithms.normalization import BatchNormMode, check_mode
 from metagrad.algorithms.paths import TaskExecutor
 from metagrad.errors import UsageError

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from metagrad.algorithms import TaskExecutor
-from metagrad.algorithms.heads import features, with_head
+from metagrad.algorithms.head_init import features, with_head
 from metagrad.errors import UsageError
 from metagrad.functional import split_state
 from metagrad.models import MLP, Conv4, ResNet12, head_of
