@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--metric", default="accuracy")
     p.add_argument("--x", choices=tuple(AXES), default="step")
-    p.add_argument("--label", choices=("algorithm", "name"), default="name")
+    p.add_argument("--label", choices=("algorithm", "name"), default="algorithm")
     p.add_argument("--reach", default="", help="comma-separated levels, e.g. 0.95,0.98")
     p.add_argument("--title", default="")
     args = p.parse_args(argv)
