@@ -42,7 +42,8 @@ def test_the_twelve_mmfewshot_rows_the_papers_and_the_familys_configs_are_shippe
     paper = {f"mini-imagenet/{a}_conv4-32_5w{k}s" for a in ("maml", "fomaml") for k in (1, 5)}
     cifar = {f"{d}/maml_conv4-32_5w{k}s" for d in ("cifar-fs", "fc100") for k in (1, 5)}
     family = {
-        f"mini-imagenet/{a}_conv4_1xb105_mini-imagenet_5way-1shot"
+        f"{d}/{a}_conv4_1xb105_{d}_5way-1shot"
+        for d in ("cub", "mini-imagenet", "tiered-imagenet")
         for a in ("anil", "boil", "metasgd", "mamlpp")
     }
     assert names == mmfewshot | paper | cifar | family
