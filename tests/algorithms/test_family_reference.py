@@ -229,6 +229,29 @@ def test_msl_anneals_as_the_papers_code_and_ends_at_plain_maml():
     assert msl_weights(5, 5000, 5000) is None and msl_weights(1, 0, 5000) is None
 
 
+def test_schedules_in_epochs_hold_each_blocks_value_as_the_papers_code():
+    # MAML++'s code computes the importance vector and the derivative order from the epoch
+    # (500 iterations): every iteration of epoch e sees the values of its first iteration.
+    make, _, loss, _ = CASES["cnn+bn"]
+    learner = MAML(
+        make(),
+        loss,
+        inner_lr=0.3,
+        inner_steps=5,
+        multi_step_loss_iterations=5000,
+        first_order_iterations=1000,
+        schedule_every=500,
+    )
+    for epoch in range(11):
+        for offset in (0, 1, 499):
+            learner.iteration = 500 * epoch + offset
+            assert learner.schedule_iteration == 500 * epoch
+            assert learner.step_weights() == msl_weights(5, 500 * epoch, 5000)
+            assert learner.inner_loop().first_order == (epoch < 2)
+    learner.iteration = 4999  # the last iteration of epoch 9: its weights, not iteration 4999's
+    assert learner.step_weights()[0] == pytest.approx(0.2 - 9 / 50)
+
+
 def test_derivative_order_annealing_switches_exactly_at_its_iteration():
     make, _, loss, make_batch = CASES["cnn+bn"]
     batch = make_batch()

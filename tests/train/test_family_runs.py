@@ -92,6 +92,14 @@ def test_the_cosine_schedule_runs_from_outer_lr_to_min_outer_lr():
     assert math.isclose(outer_lr(cfg, t.iterations), t.min_outer_lr)
 
 
+def test_the_cosine_moves_once_per_block_with_schedule_every():
+    cfg = sine("mamlpp", "train.iterations=1000", "train.schedule_every=250")
+    assert [outer_lr(cfg, s) for s in (0, 1, 249)] == [cfg.train.outer_lr] * 3
+    assert outer_lr(cfg, 500) == outer_lr(cfg, 749)
+    assert math.isclose(outer_lr(cfg, 500), (cfg.train.outer_lr + cfg.train.min_outer_lr) / 2)
+    assert build_experiment(cfg).learner.schedule_every == 250
+
+
 def test_a_metasgd_test_adapts_with_the_rates_of_its_checkpoint(tmp_path):
     cfg = sine("metasgd")
     train(cfg, tmp_path / "run", test=False)
@@ -147,6 +155,7 @@ def test_every_shipped_family_config_trains_and_tests(tmp_path, cli, config):
         (["algorithm.per_step_bn_stats=true"], ["per_step_bn_stats", 'norm = "running"']),
         (["algorithm.first_order_iterations=5", "algorithm.first_order=true"], ["never does"]),
         (["train.min_outer_lr=0.0001"], ["min_outer_lr", "cosine"]),
+        (["train.schedule_every=0"], ["train.schedule_every", "0"]),
         (["algorithm.inner_params=nothing.*"], ["matches none", "net.0.weight", "head"]),
         (["algorithm.inner_params=head", "model.name=mlp"], []),  # the MLP names its head
     ],

@@ -49,7 +49,8 @@ class MAML(MetaLearner):
       :mod:`metagrad.algorithms.per_step`). Its CA is the outer optimiser's schedule.
 
     The schedules count meta-iterations: each :meth:`backward` is one (``iteration``, kept in
-    :meth:`state_dict`).
+    :meth:`state_dict`); with ``schedule_every = N`` they move once every N of them, as
+    MAML++'s code moves them once per 500-iteration epoch.
 
     ``recompute_inner=True`` recomputes the inner steps during the backward pass instead of
     keeping their activations: memory grows with ``sqrt(inner_steps)`` copies of the parameters
@@ -78,6 +79,7 @@ class MAML(MetaLearner):
         learn_inner_lr: str = "none",
         multi_step_loss_iterations: int = 0,
         first_order_iterations: int = 0,
+        schedule_every: int = 1,
         per_step_bn_weights: bool = False,
         per_step_bn_stats: bool = False,
         memory_budget: float = DEFAULT_BUDGET,
@@ -99,6 +101,7 @@ class MAML(MetaLearner):
         )
         require("multi_step_loss_iterations", count_problem(multi_step_loss_iterations, 0))
         require("first_order_iterations", count_problem(first_order_iterations, 0))
+        require("schedule_every", count_problem(schedule_every, 1))
         if multi_step_loss_iterations and recompute_inner:
             raise UsageError(
                 "multi_step_loss_iterations needs the parameters after every inner step, and "
@@ -112,6 +115,7 @@ class MAML(MetaLearner):
         self.first_order, self.recompute_inner = first_order, recompute_inner
         self.multi_step_loss_iterations = multi_step_loss_iterations
         self.first_order_iterations = first_order_iterations
+        self.schedule_every = schedule_every
         self.iteration = 0  # meta-iterations taken (backward calls): where the schedules are
         self.per_step: Params = {
             **(per_step_weights(model, inner_steps) if per_step_bn_weights else {}),
@@ -149,7 +153,7 @@ class MAML(MetaLearner):
     def inner_loop(self, inner_steps: int | None = None, inner_lr=None) -> InnerLoop:
         base = super().inner_loop(inner_steps, inner_lr)
         first_order = self.first_order or first_order_at(
-            self.iteration, self.first_order_iterations
+            self.schedule_iteration, self.first_order_iterations
         )
         return InnerLoop(
             base.inner_lr,
@@ -162,7 +166,15 @@ class MAML(MetaLearner):
 
     def step_weights(self) -> list[float] | None:
         """MSL's importance of each step's query loss at this iteration (None: the last's)."""
-        return msl_weights(self.inner_steps, self.iteration, self.multi_step_loss_iterations)
+        return msl_weights(
+            self.inner_steps, self.schedule_iteration, self.multi_step_loss_iterations
+        )
+
+    @property
+    def schedule_iteration(self) -> int:
+        """Where the schedules are: the first iteration of the current block of
+        ``schedule_every``."""
+        return self.iteration - self.iteration % self.schedule_every
 
     def _plan_variant(self) -> str:
         inner = self.inner_loop()

@@ -6,11 +6,15 @@ functions of the meta-iteration (the number of outer steps taken).
   the first ``msl_iterations`` iterations; after them, only the last step's loss counts (plain
   MAML).
 - **DA**, derivative-order annealing: first-order meta-gradients for the first
-  ``first_order_iterations`` iterations, second order after them.
+  ``first_order_iterations`` iterations, second order after them (the paper's code goes second
+  order once the epoch exceeds ``first_order_to_second_order_epoch = k``, i.e.
+  ``first_order_iterations = (k + 1) * 500``; its ``-1``, always second order, is ``0``).
 
 The paper's code counts both in 500-iteration epochs and moves the importance vector once per
-epoch (``get_per_step_loss_importance_vector``); here it moves every iteration along the same
-line, so ``msl_iterations = 5000`` is its ``multi_step_loss_num_epochs = 10``. (CA, cosine
+epoch (``get_per_step_loss_importance_vector``); here they are functions of the iteration along
+the same line, so ``msl_iterations = 5000`` is its ``multi_step_loss_num_epochs = 10``, and the
+learner evaluates them at the first iteration of each block of ``train.schedule_every`` (500 in
+the Omniglot MAML++ configs: the paper's code exactly; 1: every iteration). (CA, cosine
 annealing of the outer learning rate, is ``train.outer_lr_schedule = "cosine"``; LSLR is
 :mod:`metagrad.algorithms.rates`; BNWB and BNRS are :mod:`metagrad.algorithms.per_step`.)
 """

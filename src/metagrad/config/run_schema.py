@@ -72,6 +72,10 @@ class TrainConfig(Section):
     # min_outer_lr over train.iterations (MAML++'s CA)
     outer_lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
     min_outer_lr: float = 0.0  # where "cosine" ends (MAML++: 1e-5)
+    # The schedules (outer_lr_schedule, and MAML++'s MSL weights and DA) move once every N
+    # iterations, holding their value from the start of each block of N: MAML++'s code moves
+    # them once per 500-iteration epoch; 1 = every iteration.
+    schedule_every: int = 1
     grad_clip: float | None = None  # clip the meta-gradient norm to this (None = no clipping)
     val_every: int = 1000  # validate every N iterations (0 = never)
     val_tasks: int = 100  # tasks per validation
@@ -111,7 +115,7 @@ class TrainConfig(Section):
 
     def problems(self) -> Iterator[Problem]:
         yield from at_least(self, 1, "iterations", "meta_batch_size", "val_tasks", "log_every")
-        yield from at_least(self, 1, "threads")
+        yield from at_least(self, 1, "threads", "schedule_every")
         yield from at_least(self, 0, "val_every", "checkpoint_every")
         yield from positive(self, "outer_lr", "grad_clip")
         if not 0.0 <= self.min_outer_lr < self.outer_lr:

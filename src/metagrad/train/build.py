@@ -307,7 +307,8 @@ def constructor_kwargs(constructor: Callable, section: object) -> dict[str, Any]
 @LEARNER_BUILDERS.register("metasgd")
 @LEARNER_BUILDERS.register("mamlpp")
 def _maml(cfg: ExperimentConfig, model: nn.Module, loss: Loss, family=None) -> MetaLearner:
-    return MAML(model, loss, **constructor_kwargs(MAML, cfg.algorithm))
+    kwargs = constructor_kwargs(MAML, cfg.algorithm)
+    return MAML(model, loss, **kwargs, schedule_every=cfg.train.schedule_every)
 
 
 @LEARNER_BUILDERS.register("reptile")

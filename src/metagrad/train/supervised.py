@@ -57,8 +57,10 @@ def make_outer_optimizer(cfg: ExperimentConfig, params) -> torch.optim.Optimizer
 def outer_lr(cfg: ExperimentConfig, step: int) -> float:
     """The outer learning rate at ``step``: constant, annealed linearly to 0 (Reptile), or
     cosine-annealed from ``outer_lr`` to ``min_outer_lr`` over ``train.iterations`` (MAML++'s
-    CA; its code steps the cosine once per 500-iteration epoch, here every iteration)."""
+    CA), moving once every ``train.schedule_every`` iterations (MAML++'s code: once per
+    500-iteration epoch)."""
     t = cfg.train
+    step -= step % t.schedule_every  # the start of the current block
     if t.outer_lr_schedule == "linear":
         return t.outer_lr * (1 - step / t.iterations)
     if t.outer_lr_schedule == "cosine":
