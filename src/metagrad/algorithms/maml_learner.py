@@ -18,7 +18,7 @@ from metagrad.algorithms.maml import (
     meta_gradient,
     multi_step_objective,
 )
-from metagrad.algorithms.mamlpp import first_order_at, msl_weights
+from metagrad.algorithms.mamlpp import first_order_at, msl_weights, schedule_point
 from metagrad.algorithms.paths import (
     TaskExecutor,
     autocast_dtype,
@@ -174,7 +174,7 @@ class MAML(MetaLearner):
     def schedule_iteration(self) -> int:
         """Where the schedules are: the first iteration of the current block of
         ``schedule_every``."""
-        return self.iteration - self.iteration % self.schedule_every
+        return schedule_point(self.iteration, self.schedule_every)
 
     def _plan_variant(self) -> str:
         inner = self.inner_loop()

@@ -42,6 +42,12 @@ def msl_weights(steps: int, iteration: int, msl_iterations: int) -> list[float] 
     return [early] * (steps - 1) + [last]
 
 
+def schedule_point(iteration: int, every: int) -> int:
+    """Where a schedule that moves once every ``every`` iterations is at ``iteration``: the first
+    iteration of its block (``train.schedule_every``; MAML++'s code: 500, one epoch)."""
+    return iteration - iteration % every
+
+
 def first_order_at(iteration: int, first_order_iterations: int) -> bool:
     """DA: whether the meta-gradient of ``iteration`` (counted from 0) is first order."""
     return iteration < first_order_iterations

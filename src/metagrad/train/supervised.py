@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from metagrad.algorithms.mamlpp import schedule_point
 from metagrad.algorithms.paths import has_running_stats
 from metagrad.config import ExperimentConfig
 from metagrad.errors import UsageError
@@ -60,7 +61,7 @@ def outer_lr(cfg: ExperimentConfig, step: int) -> float:
     CA), moving once every ``train.schedule_every`` iterations (MAML++'s code: once per
     500-iteration epoch)."""
     t = cfg.train
-    step -= step % t.schedule_every  # the start of the current block
+    step = schedule_point(step, t.schedule_every)
     if t.outer_lr_schedule == "linear":
         return t.outer_lr * (1 - step / t.iterations)
     if t.outer_lr_schedule == "cosine":
