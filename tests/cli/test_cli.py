@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from metagrad.cli.main import main
+from metagrad.config import load_config
 from metagrad.train.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,9 +113,15 @@ def test_test_scores_only_the_steps_asked_for(run_dir, capsys):
 
 
 def test_test_a_config_without_a_run_uses_the_untrained_model(tmp_path, capsys):
-    cfg = str(ROOT / "configs" / "sinusoid" / "mean_10shot.toml")
+    cfg = str(ROOT / "configs" / "sinusoid" / "maml_10shot.toml")
     assert main(["test", cfg, "--set", "eval.tasks=9", "--out", str(tmp_path)]) == 0
-    assert json.loads((tmp_path / "results.json").read_text())["tasks"] == 9
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["tasks"] == 9 and report["checkpoint"].startswith("untrained")
+    # The directory holds the config it was tested with, so it re-derives its number.
+    assert load_config(tmp_path / "config.toml").eval.tasks == 9
+    assert main(["test", str(tmp_path), "--checkpoint", "untrained"]) == 0
+    again = json.loads((tmp_path / "results-untrained.json").read_text())
+    assert again["steps"] == report["steps"]
 
 
 def test_a_corrupted_checkpoint_is_a_clear_error_and_the_previous_one_works(

@@ -18,8 +18,11 @@ SINUSOID = sorted((ROOT / "results" / "sinusoid").glob("maml_10shot-*"))
 RUNS = sorted(
     p.parent
     for p in (ROOT / "results").glob("*/*/results.json")
-    if p.parent not in SINUSOID and (p.parent / "config.toml").exists()
+    if p.parent not in SINUSOID and (p.parent / "config.toml").exists() and p.parts[-3] != "rl"
 )
+# The meta-RL rows (issue 20): a locomotion meta-test samples 40 tasks x 20 episodes after each
+# of 4 adaptation steps (a minute or more), so they are re-tested on demand too.
+RL_RUNS = sorted(p.parent for p in (ROOT / "results" / "rl").glob("*/results.json"))
 # The same-budget comparisons (results/<family>/budget_<setting>/<run>/, issue 17): ten and
 # more Omniglot meta-tests of a minute each, so re-tested on demand: `pytest -m retest`.
 COMPARISONS = sorted(p.parent for p in (ROOT / "results").glob("*/budget_*/*/results.json"))
@@ -62,6 +65,12 @@ def test_a_comparison_run_retests_to_its_reported_numbers(run, tmp_path):
     retests_to_its_numbers(run, tmp_path)
 
 
+@pytest.mark.retest
+@pytest.mark.parametrize("run", RL_RUNS, ids=lambda p: p.name)
+def test_a_meta_rl_run_retests_to_its_reported_returns(run, tmp_path):
+    retests_to_its_numbers(run, tmp_path)
+
+
 def retests_to_its_numbers(run: Path, tmp_path: Path) -> None:
     cfg = load_config(run / "config.toml")
     root = getattr(cfg.task, "root", None)
@@ -74,7 +83,11 @@ def retests_to_its_numbers(run: Path, tmp_path: Path) -> None:
     checkpoint = "best" if has_weights else "untrained"
     result = run_test(copy, checkpoint, cfg=load_config(copy / "config.toml"))
     for row in reported["steps"]:
-        assert result.loss(row["step"]).mean == pytest.approx(row["loss"]["mean"], rel=1e-5)
+        if "return" in row:  # meta-RL: the average return after the step
+            got, want = result.mean_return(row["step"]).mean, row["return"]["mean"]
+        else:
+            got, want = result.loss(row["step"]).mean, row["loss"]["mean"]
+        assert got == pytest.approx(want, rel=1e-5), row["step"]
 
 
 def _shipped():

@@ -225,7 +225,7 @@ def _flat(cfg) -> dict:
     return out
 
 
-@pytest.mark.parametrize("family", ["ant_vel", "ant_dir"])
+@pytest.mark.parametrize("family", ["cheetah_vel", "cheetah_dir", "ant_vel", "ant_dir"])
 def test_reduced_configs_state_every_reduction(family):
     """A reduced config differs from the paper's only in what its header says it reduces."""
     path = RL / f"maml_trpo_{family}_reduced.toml"

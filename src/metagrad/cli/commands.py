@@ -12,13 +12,15 @@ from metagrad.config import (
     MODEL_CONFIGS,
     TASK_CONFIGS,
     ConfigError,
+    config_to_toml,
     load_config,
 )
 from metagrad.errors import DownloadError, UsageError
 from metagrad.registry import UnknownName
 from metagrad.train.checkpoint import CheckpointError, CheckpointWriteError
 from metagrad.train.distributed import OtherRank, RankFailure, leading
-from metagrad.train.rundir import WriteFailure
+from metagrad.train.io import atomic_write_text
+from metagrad.train.rundir import CONFIG_FILE, WriteFailure
 
 # Errors whose message tells the user what to do, printed as one line, with their exit code:
 # 2 for a usage error (what was given is wrong), 1 for a failure at run time. Any other
@@ -159,7 +161,11 @@ def test(args: argparse.Namespace) -> int:
         return 0
     out = args.out or Path("runs") / cfg.name
     out.mkdir(parents=True, exist_ok=True)
-    run_test(out, args.checkpoint if args.checkpoint != "best" else "untrained", cfg=cfg)
+    checkpoint = args.checkpoint if args.checkpoint != "best" else "untrained"
+    run_test(out, checkpoint, cfg=cfg)
+    if leading() and not (out / CONFIG_FILE).exists():  # `metagrad test OUT` re-derives it
+        header = f"metagrad test of {cfg.name}: re-test it with --checkpoint {checkpoint}"
+        atomic_write_text(out / CONFIG_FILE, config_to_toml(cfg, header=header))
     return 0
 
 

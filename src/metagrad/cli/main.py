@@ -84,7 +84,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override an eval setting, e.g. --set eval.tasks=2000",
     )
-    s.add_argument("--out", type=Path, help="where results.json goes when TARGET is a config")
+    s.add_argument(
+        "--out", type=Path, help="where results.json and config.toml go when TARGET is a config"
+    )
 
     sub.add_parser("list", help="list configs, algorithms, models and task families")
 
