@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import runpy
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,23 @@ def test_locomotion_baselines_draw_figure_5_with_readable_names(tmp_path, monkey
     ]
     paper = [line for line in ax.get_lines() if line.get_label() == "MAML (paper)"]
     assert list(paper[0].get_ydata()) == list(rl_plots.PAPER["half-cheetah-vel"][0])
+
+    # scripts/figure5.py: the paper's four panels from results/rl's layout, one colour per kind.
+    results = tmp_path / "results"
+    results.mkdir()
+    for run, name in ((maml, ""), (pretrained, "pretrained_"), (random, "random_")):
+        (results / f"{name}cheetah_vel").symlink_to(run)
+    (results / "random_cheetah_dir").symlink_to(random)  # a panel with the baseline alone
+    figure5 = runpy.run_path(str(ROOT / "scripts" / "figure5.py"))["figure5"]
+    monkeypatch.setitem(figure5.__globals__, "save_figure", keep)
+    figure5(results, tmp_path / "figure5.png")
+    vel, direction, *ant = figures["figure5.png"].axes
+    assert [ax.get_title() for ax in (vel, direction, *ant)] == [
+        "half-cheetah-vel",
+        "half-cheetah-dir",
+        "ant-vel",
+        "ant-dir",
+    ]
+    for ax, colors in ((vel, ["C0", "C1", "C2"]), (direction, ["C2"])):  # the random's: C2
+        assert [c.lines[0].get_color() for c in ax.containers] == colors
+    assert [t.get_text() for ax in ant for t in ax.texts] == ["not run yet"] * 2

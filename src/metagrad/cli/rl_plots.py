@@ -52,6 +52,8 @@ def plot_rl_run(run_dir: Path, baselines: Sequence[Path] = ()) -> list[Path]:
 # Legend names of the figures' curves, by what a run is (not its internal run name).
 KINDS = {"maml_trpo": "MAML", "pretrained_rl": "pretrained (multi-task)"}
 RANDOM = "random initialisation"
+# One colour per kind in every figure (Figure 5's panels show whichever runs exist).
+KIND_COLORS = {"MAML": "C0", KINDS["pretrained_rl"]: "C1", RANDOM: "C2"}
 
 
 def _kind(report: dict) -> str:
@@ -60,6 +62,12 @@ def _kind(report: dict) -> str:
         return RANDOM
     algorithm = str(report.get("algorithm", "?"))
     return KINDS.get(algorithm, algorithm)
+
+
+def kinds_differ(reports: Sequence[dict]) -> bool:
+    """Whether the kinds' colours tell the runs apart (two MAML runs would share one)."""
+    kinds = [_kind(r) for r in reports]
+    return len(set(kinds)) == len(kinds)
 
 
 def _labels(runs: Sequence[Path]) -> list[str]:
@@ -122,16 +130,27 @@ def return_vs_steps(runs: Sequence[Path], family: str, out_dir: Path) -> Path:
     """Test return against the number of adaptation steps, each run with its 95% interval."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
+    draw_return_vs_steps(ax, runs, family)
+    _legend_beneath(ax)
+    fig.tight_layout()
+    return save_figure(fig, plt, out_dir / "return_vs_steps.png")
+
+
+def draw_return_vs_steps(ax, runs: Sequence[Path], family: str) -> None:
+    """Draw onto ``ax`` each tested run's return after 0..K steps (95% intervals), and the
+    paper's MAML points and oracle for ``family`` where REFERENCE.md has them."""
     reports = [json.loads((run / RESULTS_FILE).read_text()) for run in runs]
+    colors = list(KIND_COLORS.values())
     for i, (label, report) in enumerate(zip(_labels(runs), reports)):
-        rows = report["steps"]
+        rows, kind = report["steps"], _kind(report)
+        color = KIND_COLORS.get(kind) if kinds_differ(reports) else None
         ax.errorbar(
             [r["step"] for r in rows],
             [r["return"]["mean"] for r in rows],
             yerr=[r["return"]["ci95"] for r in rows],
             marker="o",
             capsize=3,
-            color=f"C{i}",
+            color=color or f"C{i + len(colors)}",
             label=label,
         )
     if family in PAPER:
@@ -139,11 +158,8 @@ def return_vs_steps(runs: Sequence[Path], family: str, out_dir: Path) -> Path:
         ax.plot(range(len(paper)), paper, "kx--", alpha=0.5, label="MAML (paper)")
         ax.axhline(oracle, color="k", ls=":", alpha=0.5, label="oracle (paper)")
     ax.set(xlabel="number of gradient steps", ylabel="average return", title=family)
-    ax.set_xticks(range(max(len(report["steps"]) for report in reports)))
+    ax.set_xticks(range(max((len(r["steps"]) for r in reports), default=4)))
     ax.grid(alpha=0.3)
-    _legend_beneath(ax)
-    fig.tight_layout()
-    return save_figure(fig, plt, out_dir / "return_vs_steps.png")
 
 
 def _legend_beneath(ax) -> None:
@@ -190,4 +206,11 @@ def trajectories(run_dir: Path, baselines: Sequence[Path] = ()) -> Path:
     return save_figure(fig, plt, run_dir / "trajectories.png")
 
 
-__all__ = ["plot_rl_run", "return_vs_iteration", "return_vs_steps", "timing", "trajectories"]
+__all__ = [
+    "draw_return_vs_steps",
+    "plot_rl_run",
+    "return_vs_iteration",
+    "return_vs_steps",
+    "timing",
+    "trajectories",
+]
