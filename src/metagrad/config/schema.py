@@ -240,7 +240,9 @@ class ReptileConfig(AlgorithmConfig):
     # goes on from task to task and into meta-testing, as in the Reptile paper's code.
     inner_state: Literal["reset", "carry"] = "reset"
     path: InnerPath = "auto"  # as MAMLConfig.path
-    chunk_size: int | None = None  # as MAMLConfig.chunk_size
+    # Tasks adapted at once in meta-testing (eval.chunk_size overrides it); training adapts a
+    # meta-batch in one pass, as it keeps no graph to bound.
+    chunk_size: int | None = None
     memory_budget: float = 0.5  # as MAMLConfig.memory_budget
 
     def problems(self) -> Iterator[Problem]:
