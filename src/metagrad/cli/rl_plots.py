@@ -64,12 +64,6 @@ def _kind(report: dict) -> str:
     return KINDS.get(algorithm, algorithm)
 
 
-def kinds_differ(reports: Sequence[dict]) -> bool:
-    """Whether the kinds' colours tell the runs apart (two MAML runs would share one)."""
-    kinds = [_kind(r) for r in reports]
-    return len(set(kinds)) == len(kinds)
-
-
 def _labels(runs: Sequence[Path]) -> list[str]:
     """Readable legend names ("MAML", "pretrained (multi-task)", "random initialisation"); the
     run's name is added only where two runs would otherwise share one."""
@@ -140,17 +134,18 @@ def draw_return_vs_steps(ax, runs: Sequence[Path], family: str) -> None:
     """Draw onto ``ax`` each tested run's return after 0..K steps (95% intervals), and the
     paper's MAML points and oracle for ``family`` where REFERENCE.md has them."""
     reports = [json.loads((run / RESULTS_FILE).read_text()) for run in runs]
-    colors = list(KIND_COLORS.values())
-    for i, (label, report) in enumerate(zip(_labels(runs), reports)):
-        rows, kind = report["steps"], _kind(report)
-        color = KIND_COLORS.get(kind) if kinds_differ(reports) else None
+    kinds = [_kind(report) for report in reports]
+    by_kind = len(set(kinds)) == len(kinds)  # two MAML runs would share the kind's colour
+    for i, (label, report, kind) in enumerate(zip(_labels(runs), reports, kinds)):
+        rows = report["steps"]
+        color = KIND_COLORS.get(kind) if by_kind else None
         ax.errorbar(
             [r["step"] for r in rows],
             [r["return"]["mean"] for r in rows],
             yerr=[r["return"]["ci95"] for r in rows],
             marker="o",
             capsize=3,
-            color=color or f"C{i + len(colors)}",
+            color=color or f"C{i + len(KIND_COLORS)}",
             label=label,
         )
     if family in PAPER:
