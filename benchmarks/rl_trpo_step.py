@@ -136,11 +136,14 @@ def main() -> None:
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     args = p.parse_args()
     torch.set_num_threads(1)
-    overrides = ["task.workers=0", *args.set]
+    overrides = list(args.set)
     if args.quick:
         overrides += ["task.horizon=10", "task.trajectories=2", "train.meta_batch_size=8"]
         args.rounds = 1
-    cfg = load_config(CONFIGS / f"{args.config}.toml", overrides)
+    path = CONFIGS / f"{args.config}.toml"
+    cfg = load_config(path, overrides)
+    if hasattr(cfg.task, "workers"):  # MuJoCo families: stepped in this process
+        cfg = load_config(path, ["task.workers=0", *overrides])
     with build_rl_experiment(cfg) as exp:
         start = time.perf_counter()
         theta, train, valid, steps = sample(exp)
