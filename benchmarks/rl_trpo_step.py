@@ -25,6 +25,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -34,6 +35,7 @@ from typing import Any
 import torch
 
 from metagrad.config import load_config
+from metagrad.config.rl_schema import LocomotionTaskConfig
 from metagrad.rl.adaptation import adaptation_rollouts
 from metagrad.rl.fisher import _Curvature, adaptation_fisher_product
 from metagrad.rl.objectives import (
@@ -140,10 +142,9 @@ def main() -> None:
     if args.quick:
         overrides += ["task.horizon=10", "task.trajectories=2", "train.meta_batch_size=8"]
         args.rounds = 1
-    path = CONFIGS / f"{args.config}.toml"
-    cfg = load_config(path, overrides)
-    if hasattr(cfg.task, "workers"):  # MuJoCo families: stepped in this process
-        cfg = load_config(path, ["task.workers=0", *overrides])
+    cfg = load_config(CONFIGS / f"{args.config}.toml", overrides)
+    if isinstance(cfg.task, LocomotionTaskConfig):  # MuJoCo: stepped in this process
+        cfg = dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, workers=0))
     with build_rl_experiment(cfg) as exp:
         start = time.perf_counter()
         theta, train, valid, steps = sample(exp)
