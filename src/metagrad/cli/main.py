@@ -130,8 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--head",
         choices=["trained", "zero", "prototypes"],
-        help="how the classifier's head starts: prototypes (default; any number of classes), "
-        "zero, or trained (the meta-learned head, when the classes are as many as its units)",
+        help="how the classifier's head starts: trained (the meta-learned head; only when the "
+        "classes are as many as its units), zero, or prototypes (any number of classes; "
+        "default: trained when it fits, else prototypes)",
     )
     a.add_argument("--out", type=Path, metavar="FILE", help="write every prediction to this CSV")
     a.add_argument(
